@@ -1,0 +1,128 @@
+"""Environments: any NLE or MiniHack id, plus omega's own diagnostic tasks.
+
+``make(env_id, ...)`` returns a gymnasium env whose observations follow
+:class:`omega.envs.wrappers.ObservationSpec`, whose ``reset(seed=...)`` really seeds the
+game, and whose time limit is reported as truncation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import gymnasium as gym
+import minihack  # noqa: F401  (registers the MiniHack ids)
+import nle  # noqa: F401  (registers the NetHack ids)
+
+from omega.envs import tasks  # noqa: F401  (registers the Omega-* ids)
+from omega.envs.wrappers import (
+    NetHackSeeding,
+    ObservationSpec,
+    RewardShaping,
+    TimeLimitIsTruncation,
+    raw_keys_for,
+)
+
+ENV_PREFIXES = ("NetHack", "MiniHack-", "Omega-")
+
+
+def registered_env_ids() -> list[str]:
+    """Every NLE, MiniHack and omega env id known to gymnasium."""
+    return sorted(k for k in gym.registry if k.startswith(ENV_PREFIXES))
+
+
+def make(
+    env_id: str,
+    *,
+    observation_keys: Sequence[str] = ("glyphs_crop", "blstats"),
+    crop_size: int = 9,
+    step_penalty: float = 0.0,
+    success_bonus: float = 0.0,
+    max_episode_steps: int | None = None,
+    record_dir: str | os.PathLike | None = None,
+    record_every: int = 0,
+    **options: Any,
+) -> gym.Env:
+    """Builds ``env_id`` with omega's observation spec.
+
+    Args:
+      observation_keys: any of ``glyphs``, ``glyphs_crop``, ``blstats``, ``message``.
+      crop_size: side of the ``glyphs_crop`` window centred on the agent.
+      step_penalty, success_bonus: reward shaping (off by default).
+      max_episode_steps: an extra time limit (reported as truncation), on top of the env's own.
+      record_dir, record_every: write every ``record_every``-th episode as an NLE ttyrec.
+      options: passed to the env constructor (e.g. ``size`` for ``Omega-RandomRoom-v0``).
+    """
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown environment {env_id!r}; run 'omega envs' to list the ids")
+    kwargs = dict(options)
+    kwargs["observation_keys"] = raw_keys_for(observation_keys)
+    if record_dir is not None and record_every > 0:
+        Path(record_dir).mkdir(parents=True, exist_ok=True)
+        kwargs["savedir"] = str(record_dir)
+        kwargs["save_ttyrec_every"] = int(record_every)
+    else:
+        kwargs["savedir"] = None
+    env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    env = NetHackSeeding(env)
+    env = TimeLimitIsTruncation(env)
+    if max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
+    if step_penalty or success_bonus:
+        env = RewardShaping(env, step_penalty=step_penalty, success_bonus=success_bonus)
+    return ObservationSpec(env, observation_keys, crop_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvFactory:
+    """A picklable ``index -> env`` builder for worker processes.
+
+    Env ``i`` records into ``record_root/env_{i:03d}`` (NLE names its files by process id and
+    episode number, so envs sharing a process need separate directories).
+    """
+
+    env_id: str
+    observation_keys: tuple[str, ...] = ("glyphs_crop", "blstats")
+    crop_size: int = 9
+    step_penalty: float = 0.0
+    success_bonus: float = 0.0
+    max_episode_steps: int | None = None
+    record_root: str | None = None
+    record_every: int = 0
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, index: int) -> gym.Env:
+        record_dir = None
+        if self.record_root is not None and self.record_every > 0:
+            record_dir = os.path.join(self.record_root, f"env_{index:03d}")
+        return make(
+            self.env_id,
+            observation_keys=self.observation_keys,
+            crop_size=self.crop_size,
+            step_penalty=self.step_penalty,
+            success_bonus=self.success_bonus,
+            max_episode_steps=self.max_episode_steps,
+            record_dir=record_dir,
+            record_every=self.record_every,
+            **dict(self.options),
+        )
+
+    @classmethod
+    def from_config(cls, env_cfg: Any, record_root: str | None = None,
+                    record_every: int = 0) -> EnvFactory:
+        return cls(
+            env_id=env_cfg.id,
+            observation_keys=tuple(env_cfg.observation.keys),
+            crop_size=env_cfg.observation.crop_size,
+            step_penalty=env_cfg.reward_shaping.step_penalty,
+            success_bonus=env_cfg.reward_shaping.success_bonus,
+            max_episode_steps=env_cfg.max_episode_steps,
+            record_root=record_root,
+            record_every=record_every,
+            options=tuple(sorted(env_cfg.options.items())),
+        )
+
+
+__all__ = ["EnvFactory", "make", "registered_env_ids"]

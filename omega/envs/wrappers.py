@@ -1,0 +1,191 @@
+"""Gymnasium wrappers that turn a raw NLE/MiniHack env into what omega's agents see.
+
+- :class:`NetHackSeeding`: makes ``reset(seed=...)`` work (NLE silently ignores it).
+- :class:`TimeLimitIsTruncation`: NLE ends a time-limited episode with ``terminated=True``
+  and ``end_status == ABORTED``; that is a truncation, and agents must bootstrap from it.
+- :class:`ObservationSpec`: the configured observation dict (glyphs, glyphs_crop, blstats,
+  message) with documented dtypes and shapes.
+- :class:`RewardShaping`: optional step penalty and success bonus.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from nle import nethack
+
+logger = logging.getLogger("omega.envs")
+
+ABORTED = -1  # nle StepStatus.ABORTED: the env's own step limit was reached
+TASK_SUCCESSFUL = 2  # minihack StepStatus.TASK_SUCCESSFUL
+PAD_GLYPH = nethack.MAX_GLYPH  # fills glyphs_crop outside the map
+MAP_ROWS, MAP_COLS = nethack.DUNGEON_SHAPE
+
+
+def _end_status(info: dict[str, Any]) -> int:
+    status = info.get("end_status")
+    return int(status) if status is not None else 0
+
+
+class NetHackSeeding(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """``reset(seed=s)`` reseeds the game; later ``reset()`` calls continue from ``s``.
+
+    NLE takes its seeds through ``seed(core, disp, reseed=False)`` and only for the next
+    game, so every reset draws a fresh (core, disp) pair from this wrapper's generator.
+    """
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self._rng: np.random.Generator | None = None
+        self.seedable = True
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None or self._rng is None:
+            self._rng = np.random.default_rng(seed)
+        core, disp = (int(s) for s in self._rng.integers(0, 2**63 - 1, size=2))
+        if self.seedable:
+            try:
+                self.env.unwrapped.seed(core, disp, reseed=False)
+            except RuntimeError as e:  # NetHackChallenge forbids seeding by design
+                self.seedable = False
+                logger.warning("%s cannot be seeded (%s); its episodes are not reproducible",
+                               self.env.spec.id if self.env.spec else self.env, e)
+        # The seed still goes down so gymnasium's own np_random is seeded too. Gymnasium's
+        # reset options are not NLE's game options (NLE would fail on them), so they stop here.
+        del options
+        return self.env.reset(seed=seed)
+
+
+class TimeLimitIsTruncation(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Reports NLE's step limit as ``truncated`` and adds ``info['success']``."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        status = _end_status(info)
+        if terminated and status == ABORTED:
+            terminated, truncated = False, True
+        info["success"] = status == TASK_SUCCESSFUL
+        return obs, reward, terminated, truncated, info
+
+
+class RewardShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    def __init__(self, env: gym.Env, step_penalty: float = 0.0, success_bonus: float = 0.0):
+        gym.utils.RecordConstructorArgs.__init__(
+            self, step_penalty=step_penalty, success_bonus=success_bonus)
+        gym.Wrapper.__init__(self, env)
+        self.step_penalty = float(step_penalty)
+        self.success_bonus = float(success_bonus)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        reward = float(reward) - self.step_penalty
+        if info.get("success"):
+            reward += self.success_bonus
+        return obs, reward, terminated, truncated, info
+
+
+def crop_around(glyphs: np.ndarray, x: int, y: int, height: int, width: int) -> np.ndarray:
+    """The [height, width] window of ``glyphs`` centred on column x, row y, padded."""
+    padded = np.full((MAP_ROWS + height, MAP_COLS + width), PAD_GLYPH, dtype=glyphs.dtype)
+    top, left = height // 2, width // 2
+    padded[top:top + MAP_ROWS, left:left + MAP_COLS] = glyphs
+    return padded[y:y + height, x:x + width].copy()
+
+
+def _blstats_scale() -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry divisor, and which entries are unbounded counters (log-scaled)."""
+    size = nethack.NLE_BLSTATS_SIZE
+    scale = np.ones(size, np.float32)
+    log_scaled = np.zeros(size, bool)
+    bounded = {
+        "NLE_BL_X": MAP_COLS, "NLE_BL_Y": MAP_ROWS, "NLE_BL_STR25": 25, "NLE_BL_STR125": 125,
+        "NLE_BL_DEX": 25, "NLE_BL_CON": 25, "NLE_BL_INT": 25, "NLE_BL_WIS": 25, "NLE_BL_CHA": 25,
+        "NLE_BL_DEPTH": 50, "NLE_BL_AC": 20, "NLE_BL_HUNGER": 6, "NLE_BL_XP": 30,
+        "NLE_BL_DNUM": 10, "NLE_BL_DLEVEL": 50, "NLE_BL_CAP": 5, "NLE_BL_ALIGN": 1,
+        "NLE_BL_HD": 30,
+    }
+    counters = ("NLE_BL_SCORE", "NLE_BL_GOLD", "NLE_BL_EXP", "NLE_BL_TIME", "NLE_BL_HP",
+                "NLE_BL_HPMAX", "NLE_BL_ENE", "NLE_BL_ENEMAX", "NLE_BL_CONDITION")
+    for name, value in bounded.items():
+        if hasattr(nethack, name):
+            scale[getattr(nethack, name)] = value
+    for name in counters:
+        if hasattr(nethack, name):
+            log_scaled[getattr(nethack, name)] = True
+            scale[getattr(nethack, name)] = 10.0
+    return scale, log_scaled
+
+
+_BL_SCALE, _BL_LOG = _blstats_scale()
+
+
+def normalize_blstats(blstats: np.ndarray) -> np.ndarray:
+    """Raw integer blstats -> float32 of order 1 (log scale for unbounded counters)."""
+    x = blstats.astype(np.float32)
+    x = np.where(_BL_LOG, np.sign(x) * np.log1p(np.abs(x)), x)
+    return np.clip(x / _BL_SCALE, -5.0, 5.0).astype(np.float32)
+
+
+def raw_keys_for(keys: Sequence[str]) -> tuple[str, ...]:
+    """NLE observation keys needed to build the given omega observation keys."""
+    raw = set()
+    for key in keys:
+        if key in ("glyphs", "glyphs_crop"):
+            raw.add("glyphs")
+        if key in ("glyphs_crop", "blstats"):
+            raw.add("blstats")
+        if key == "message":
+            raw.add("message")
+    return tuple(sorted(raw))
+
+
+class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Builds omega's observation dict.
+
+    ============  ========  ==============  =============================================
+    key           dtype     shape           content
+    ============  ========  ==============  =============================================
+    glyphs        int16     [21, 79]        glyph ids of the full map
+    glyphs_crop   int16     [H, W]          window centred on the agent, PAD_GLYPH outside
+    blstats       float32   [27]            bottom-line stats, normalised to order 1
+    message       uint8     [256]           the top-line message bytes
+    ============  ========  ==============  =============================================
+    """
+
+    def __init__(self, env: gym.Env, keys: Sequence[str], crop_size: int = 9):
+        gym.utils.RecordConstructorArgs.__init__(self, keys=tuple(keys), crop_size=crop_size)
+        gym.ObservationWrapper.__init__(self, env)
+        self.keys = tuple(keys)
+        self.crop_size = int(crop_size)
+        n_bl = nethack.NLE_BLSTATS_SIZE
+        spaces = {
+            "glyphs": gym.spaces.Box(0, PAD_GLYPH, (MAP_ROWS, MAP_COLS), np.int16),
+            "glyphs_crop": gym.spaces.Box(0, PAD_GLYPH, (self.crop_size,) * 2, np.int16),
+            "blstats": gym.spaces.Box(-5.0, 5.0, (n_bl,), np.float32),
+            "message": gym.spaces.Box(0, 255, (nethack.MESSAGE_SHAPE[0],), np.uint8),
+        }
+        self.observation_space = gym.spaces.Dict({k: spaces[k] for k in self.keys})
+
+    def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for key in self.keys:
+            if key == "glyphs":
+                out[key] = observation["glyphs"].astype(np.int16, copy=True)
+            elif key == "glyphs_crop":
+                bl = observation["blstats"]
+                out[key] = crop_around(
+                    observation["glyphs"].astype(np.int16), int(bl[nethack.NLE_BL_X]),
+                    int(bl[nethack.NLE_BL_Y]), self.crop_size, self.crop_size)
+            elif key == "blstats":
+                out[key] = normalize_blstats(observation["blstats"])
+            elif key == "message":
+                out[key] = observation["message"].astype(np.uint8, copy=True)
+        return out

@@ -1,0 +1,132 @@
+"""omega.envs.make: observation spec, seeding, truncation, registry, check_env."""
+
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from nle import nethack
+
+from omega.envs import make, registered_env_ids
+from omega.envs.wrappers import PAD_GLYPH, crop_around
+
+ALL_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
+
+
+def test_registry_has_nle_minihack_and_omega_ids():
+    ids = registered_env_ids()
+    for env_id in ("NetHackScore-v0", "NetHackChallenge-v0", "MiniHack-Room-5x5-v0",
+                   "MiniHack-River-Narrow-v0", "Omega-RandomRoom-v0", "Omega-Memory-K6-v0",
+                   "Omega-CreditAssignment-v0", "Omega-Retreat-v0", "Omega-StochasticTrap-v0"):
+        assert env_id in ids
+
+
+@pytest.mark.parametrize("env_id", ["MiniHack-Room-5x5-v0", "NetHackScore-v0"])
+def test_observation_spec(env_id):
+    env = make(env_id, observation_keys=ALL_KEYS, crop_size=7)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == set(ALL_KEYS)
+    assert obs["glyphs"].shape == (21, 79) and obs["glyphs"].dtype == np.int16
+    assert obs["glyphs_crop"].shape == (7, 7) and obs["glyphs_crop"].dtype == np.int16
+    assert obs["blstats"].shape == (nethack.NLE_BLSTATS_SIZE,) and obs["blstats"].dtype == np.float32
+    assert np.all(np.abs(obs["blstats"]) <= 5)
+    assert obs["message"].shape == (256,) and obs["message"].dtype == np.uint8
+    assert env.observation_space.contains(obs)
+    # The crop is centred on the agent: the centre glyph is the player's.
+    assert nethack.glyph_is_monster(int(obs["glyphs_crop"][3, 3]))
+    env.close()
+
+
+def test_crop_pads_outside_the_map():
+    glyphs = np.arange(21 * 79, dtype=np.int16).reshape(21, 79)
+    crop = crop_around(glyphs, x=0, y=0, height=5, width=5)
+    assert crop[2, 2] == glyphs[0, 0]
+    assert (crop[:2] == PAD_GLYPH).all() and (crop[:, :2] == PAD_GLYPH).all()
+    assert crop[4, 4] == glyphs[2, 2]
+
+
+@pytest.mark.parametrize("env_id", ["MiniHack-Room-Random-5x5-v0", "NetHackScore-v0"])
+def test_same_seed_same_first_observation(env_id):
+    env = make(env_id, observation_keys=("glyphs", "blstats"))
+    first = [env.reset(seed=s)[0] for s in (7, 7, 8)]
+    assert np.array_equal(first[0]["glyphs"], first[1]["glyphs"])
+    assert np.array_equal(first[0]["blstats"], first[1]["blstats"])
+    if env_id.startswith("MiniHack"):
+        assert not np.array_equal(first[0]["glyphs"], first[2]["glyphs"])
+    # A seed fixes the whole sequence of episodes, not just the first.
+    seq_a = [env.reset(seed=11)[0]["glyphs"]] + [env.reset()[0]["glyphs"] for _ in range(2)]
+    seq_b = [env.reset(seed=11)[0]["glyphs"]] + [env.reset()[0]["glyphs"] for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(seq_a, seq_b, strict=True))
+    env.close()
+
+
+def test_time_limit_is_truncation_not_termination():
+    env = make("MiniHack-Room-15x15-v0", observation_keys=("glyphs_crop",))
+    env.unwrapped._max_episode_steps = 4  # NLE's own limit: it reports terminated + ABORTED
+    env.reset(seed=0)
+    for t in range(4):
+        _, _, terminated, truncated, info = env.step(7 if t % 2 else 3)  # NW then W: far from goal
+    assert truncated and not terminated and not info["success"]
+    env.close()
+
+
+def test_extra_time_limit_and_shaping():
+    def rollout(**kwargs):
+        env = make("MiniHack-Room-15x15-v0", max_episode_steps=3, **kwargs)
+        env.reset(seed=0)
+        steps = [env.step(3) for _ in range(3)]
+        env.close()
+        return [s[1] for s in steps], steps[-1][3]
+
+    plain, truncated = rollout()
+    shaped, _ = rollout(step_penalty=0.01)
+    assert truncated
+    assert shaped == pytest.approx([r - 0.01 for r in plain])
+
+
+def test_success_bonus_and_success_flag():
+    env = make("MiniHack-Room-5x5-v0", success_bonus=1.0)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for _ in range(2000):
+        _, r, terminated, truncated, info = env.step(int(rng.integers(8)))
+        if terminated or truncated:
+            if info["success"]:
+                assert r == pytest.approx(2.0)
+                return
+            env.reset()
+    pytest.fail("random policy never reached the goal")
+
+
+def test_unknown_env_id():
+    with pytest.raises(ValueError, match="unknown environment"):
+        make("MiniHack-Nope-v0")
+
+
+@pytest.mark.parametrize("env_id", ["MiniHack-Room-5x5-v0", "MiniHack-River-Narrow-v0",
+                                    "MiniHack-KeyRoom-S5-v0", "NetHackScore-v0"])
+def test_check_env_nle_and_minihack(env_id):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = make(env_id, observation_keys=ALL_KEYS)
+        check_env(env, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", [i for i in registered_env_ids() if i.startswith("Omega-")])
+def test_check_env_omega_tasks(env_id):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = make(env_id, observation_keys=ALL_KEYS)
+        check_env(env, skip_render_check=True)
+    env.close()
+
+
+def test_challenge_env_runs_unseeded():
+    # NetHackChallenge forbids seed changes by design: it runs, and says it is not seedable.
+    env = make("NetHackChallenge-v0", observation_keys=ALL_KEYS)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    env.step(0)
+    assert env.get_wrapper_attr("seedable") is False
+    env.close()
