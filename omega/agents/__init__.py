@@ -1,0 +1,23 @@
+"""Agents. Each implements :class:`omega.agents.base.Agent`; ``build_agent`` picks one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RANDOM_ROLLOUT_LENGTH = 128
+
+
+def build_agent(cfg: Any, num_actions: int) -> tuple[Any, int]:
+    """Returns ``(agent, rollout_length)`` for ``cfg.agent_type``."""
+    if cfg.agent_type == "random":
+        from omega.agents.random import RandomAgent
+
+        return RandomAgent(num_actions), RANDOM_ROLLOUT_LENGTH
+    if cfg.agent_type == "ppo":
+        from omega.agents.ppo import make_ppo_agent
+
+        steps_per_update = cfg.ppo.rollout_length * cfg.env.num_envs
+        total_updates = max(1, cfg.train.total_env_steps // steps_per_update)
+        agent = make_ppo_agent(cfg.ppo, cfg.model, num_actions, total_updates)
+        return agent, cfg.ppo.rollout_length
+    raise ValueError(f"unknown agent_type {cfg.agent_type!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from omega.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,240 @@
+"""The ``omega`` command: make, run, eval, play, cleanup, envs.
+
+Every user error prints one line (``omega: error: ...``) and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from omega.errors import OmegaError
+
+EXAMPLES = """\
+examples:
+  omega make --config configs/ppo/room_5x5.yaml --output-dir experiments/room5
+  omega run --dir experiments/room5            # trains; resumes if it has a checkpoint
+  omega eval --dir experiments/room5 --episodes 100 --seed 0 --json eval.json
+  omega play --file experiments/room5 --gif episode.gif   # newest recorded episode
+  omega envs                                   # list the environment ids
+"""
+
+
+def _add_make(sub) -> None:
+    p = sub.add_parser("make", help="create an experiment dir from a config file",
+                       description="Validate a YAML config and create a new experiment dir "
+                                   "holding the resolved config. Refuses an existing dir.")
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/ppo/room_5x5.yaml")
+    p.add_argument("--output-dir", required=True, help="experiment dir to create (must not exist)")
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="train (resumes from the newest checkpoint)",
+                       description="Train the experiment's agent. Resumes from the newest "
+                                   "checkpoint in DIR/checkpoints when there is one. Ctrl-C "
+                                   "saves a checkpoint and exits.")
+    p.add_argument("--dir", required=True, help="experiment dir made by 'omega make'")
+    p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total env steps to train to (default: train.total_env_steps)")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log to Weights & Biases (mode from the config's wandb.mode, "
+                        "offline by default; never prompts without a terminal)")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate the newest checkpoint on fixed seeds",
+                       description="Play N episodes with seeds S, S+1, ..., S+N-1 using the "
+                                   "newest checkpoint (greedy actions unless --sample) and "
+                                   "report mean return, success rate and mean length with 95%% "
+                                   "confidence intervals.")
+    p.add_argument("--dir", required=True, help="experiment dir")
+    p.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes)")
+    p.add_argument("--seed", type=int, default=None, help="first seed (default: eval.seed)")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint file (default: newest)")
+    p.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
+    p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
+
+
+def _add_play(sub) -> None:
+    p = sub.add_parser("play", help="replay a recorded episode in the terminal or as a GIF",
+                       description="Replay an NLE ttyrec recording. FILE may be an experiment "
+                                   "dir: its newest recorded episode is used.")
+    p.add_argument("--file", required=True, help="a .ttyrec3.bz2 file or an experiment dir")
+    p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
+    p.add_argument("--gif", default=None, help="write an animated GIF here instead of playing")
+    p.add_argument("--fps", type=float, default=8.0, help="GIF frames per second (default 8)")
+    p.add_argument("--max-frames", type=int, default=500, help="GIF frame cap; longer episodes are sampled evenly (default 500)")
+
+
+def _add_cleanup(sub) -> None:
+    p = sub.add_parser("cleanup", help="delete a run's outputs, keep its config",
+                       description="Delete checkpoints, episodes, metrics.csv and tb/ of an "
+                                   "experiment, keeping config.yaml, so it can be run afresh.")
+    p.add_argument("--dir", required=True, help="experiment dir")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep the newest checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omega", description="Train PPO and MuZero agents on NetHack and MiniHack.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from omega import __version__
+
+    parser.add_argument("--version", action="version", version=f"omega {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_make(sub)
+    _add_run(sub)
+    _add_eval(sub)
+    _add_play(sub)
+    _add_cleanup(sub)
+    sub.add_parser("envs", help="list the environment ids",
+                   description="List every NetHack, MiniHack and omega env id.")
+    return parser
+
+
+def cmd_make(args) -> int:
+    from omega.training.experiment import make_experiment
+
+    out = make_experiment(args.config, args.output_dir)
+    print(f"omega: created experiment {out} (config: {out / 'config.yaml'}); "
+          f"train it with 'omega run --dir {out}'")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from omega.training.loop import train
+
+    if args.steps is not None and args.steps <= 0:
+        raise OmegaError(f"--steps must be a positive number of env steps, got {args.steps}")
+    try:
+        train(args.dir, device=args.device, total_env_steps=args.steps, use_wandb=args.wandb)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import jax
+
+    from omega.agents import build_agent
+    from omega.config import config_hash
+    from omega.training.checkpoint import latest_checkpoint, load_checkpoint
+    from omega.training.device import resolve_device
+    from omega.training.evaluate import evaluate
+    from omega.training.experiment import CHECKPOINT_DIR, load_experiment
+    from omega.training.loop import probe_env
+
+    cfg = load_experiment(args.dir)
+    episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
+    seed = args.seed if args.seed is not None else cfg.eval.seed
+    if episodes <= 0:
+        raise OmegaError(f"--episodes must be positive, got {episodes}")
+    if seed < 0:
+        raise OmegaError(f"--seed must be >= 0, got {seed}")
+    ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(
+        Path(args.dir) / CHECKPOINT_DIR)
+    if ckpt is None:
+        raise OmegaError(f"'{args.dir}' has no checkpoint yet; train it first with "
+                         f"'omega run --dir {args.dir}'")
+    with jax.default_device(resolve_device(args.device)):
+        obs_example, num_actions = probe_env(cfg)
+        agent, _ = build_agent(cfg, num_actions)
+        template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
+        state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
+        result = evaluate(agent, agent.params(state), cfg, episodes, seed,
+                          greedy=not args.sample)
+    result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
+    data = result.to_json()
+    _print_eval_table(data, ckpt)
+    if args.json:
+        from omega.training.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.json), (json.dumps(data, indent=2) + "\n").encode())
+        print(f"omega: wrote {args.json}")
+    return 0
+
+
+def _print_eval_table(data, ckpt) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{data['env_id']}: {data['episodes']} episodes, seeds "
+                        f"{data['seeds'][0]}..{data['seeds'][-1]}, {ckpt.name}")
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("95% CI", justify="right")
+    for key, fmt in (("success_rate", ".3f"), ("mean_return", ".3f"), ("mean_length", ".1f")):
+        lo, hi = data[f"{key}_ci95"]
+        table.add_row(key, format(data[key], fmt), f"[{lo:{fmt}}, {hi:{fmt}}]")
+    Console(width=100).print(table)
+
+
+def cmd_play(args) -> int:
+    from omega.training.experiment import recorded_episodes
+    from omega.viz.render import play_in_terminal, write_gif
+    from omega.viz.ttyrec import read_ttyrec
+
+    path = Path(args.file)
+    if path.is_dir():
+        files = recorded_episodes(path)
+        if not files:
+            raise OmegaError(f"'{path}' holds no recorded episodes (see record.every_n_episodes)")
+        path = files[-1]
+    elif not path.exists():
+        raise OmegaError(f"episode file '{path}' not found")
+    if args.speed <= 0:
+        raise OmegaError(f"--speed must be positive, got {args.speed}")
+    episode = read_ttyrec(path)
+    if args.gif:
+        write_gif(episode, args.gif, fps=args.fps, max_frames=args.max_frames)
+        print(f"omega: wrote {args.gif} ({path.name})")
+    else:
+        play_in_terminal(episode, speed=args.speed)
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    from omega.training.experiment import cleanup_experiment
+
+    removed = cleanup_experiment(args.dir, keep_checkpoint=args.keep_checkpoint)
+    print(f"omega: removed {len(removed)} item(s) from {args.dir}")
+    for item in removed:
+        print(f"  {item}")
+    return 0
+
+
+def cmd_envs(args) -> int:
+    from omega.envs import registered_env_ids
+
+    for env_id in registered_env_ids():
+        print(env_id)
+    return 0
+
+
+COMMANDS = {"make": cmd_make, "run": cmd_run, "eval": cmd_eval, "play": cmd_play,
+            "cleanup": cmd_cleanup, "envs": cmd_envs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except OmegaError as e:
+        print(f"omega: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        # Library-level errors with a user-facing message (e.g. a bad episode file).
+        if type(e).__module__.startswith("omega"):
+            print(f"omega: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

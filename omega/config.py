@@ -1,0 +1,278 @@
+"""Experiment configuration: YAML files validated into typed, frozen dataclasses.
+
+Every key is documented in ``docs/configuration.md``. Validation is strict: an unknown key,
+a value of the wrong type or out of range, or an unknown env id raises :class:`ConfigError`
+with one line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from omega.agents.ppo.config import PPOConfig
+from omega.errors import ConfigError
+from omega.models.encoders import EncoderConfig
+
+AGENT_TYPES = ("random", "ppo")
+OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservationConfig:
+    keys: tuple[str, ...] = ("glyphs_crop", "blstats")  # subset of OBSERVATION_KEYS
+    crop_size: int = dataclasses.field(default=9, metadata=_range(3, 79))
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardShapingConfig:
+    step_penalty: float = dataclasses.field(default=0.0, metadata=_range(0.0))
+    success_bonus: float = dataclasses.field(default=0.0, metadata=_range(0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    id: str = "MiniHack-Room-5x5-v0"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra kwargs for the env
+    num_envs: int = dataclasses.field(default=16, metadata=_range(1, 4096))
+    num_workers: int = dataclasses.field(default=2, metadata=_range(1, 256))
+    max_episode_steps: Union[int, None] = dataclasses.field(default=None, metadata=_range(1))
+    step_timeout_s: float = dataclasses.field(default=120.0, metadata=_range(1.0))
+    observation: ObservationConfig = dataclasses.field(default_factory=ObservationConfig)
+    reward_shaping: RewardShapingConfig = dataclasses.field(default_factory=RewardShapingConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    total_env_steps: int = dataclasses.field(default=50_000, metadata=_range(1))
+    checkpoint_every_steps: int = dataclasses.field(default=10_000, metadata=_range(1))
+    log_every_steps: int = dataclasses.field(default=2_048, metadata=_range(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordConfig:
+    every_n_episodes: int = dataclasses.field(default=100, metadata=_range(0))  # per env; 0 = off
+    max_files: int = dataclasses.field(default=20, metadata=_range(1))  # oldest are deleted
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = dataclasses.field(default=100, metadata=_range(1))
+    seed: int = dataclasses.field(default=1_000_000, metadata=_range(0))
+    num_envs: int = dataclasses.field(default=8, metadata=_range(1, 4096))
+    greedy: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+    project: str = "omega"
+    entity: Union[str, None] = None
+    mode: Literal["online", "offline"] = "offline"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    agent_type: str = "random"
+    seed: int = dataclasses.field(default=0, metadata=_range(0))
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    record: RecordConfig = dataclasses.field(default_factory=RecordConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    model: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and returns it in canonical form."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of keys, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"config key '{key}' must have {len(args)} items, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{key}' must be null, got {value!r}")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else (
+                "valid keys: " + ", ".join(fields))
+            raise ConfigError(f"unknown config key '{prefix}{key}'; {hint}")
+    kwargs = {}
+    for name, field in fields.items():
+        if name not in data:
+            continue
+        value = _coerce(data[name], hints[name], prefix + name)
+        lo, hi = field.metadata.get("min"), field.metadata.get("max")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                bounds = f">= {lo}" if hi is None else (
+                    f"<= {hi}" if lo is None else f"between {lo} and {hi}")
+                raise ConfigError(f"config key '{prefix}{name}' must be {bounds}, got {value!r}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"invalid config section '{prefix.rstrip('.') or 'top level'}': {e}") from None
+
+
+def _check_semantics(cfg: ExperimentConfig) -> None:
+    if cfg.agent_type not in AGENT_TYPES:
+        raise ConfigError(
+            f"config key 'agent_type' must be one of {', '.join(AGENT_TYPES)}, got {cfg.agent_type!r}")
+    for key in cfg.env.observation.keys:
+        if key not in OBSERVATION_KEYS:
+            raise ConfigError(
+                f"config key 'env.observation.keys' has unknown key {key!r}; "
+                f"choose from {', '.join(OBSERVATION_KEYS)}")
+    if not cfg.env.observation.keys:
+        raise ConfigError("config key 'env.observation.keys' must name at least one observation")
+    if cfg.env.num_workers > cfg.env.num_envs:
+        raise ConfigError(
+            f"config key 'env.num_workers' ({cfg.env.num_workers}) must be <= env.num_envs "
+            f"({cfg.env.num_envs})")
+    from omega.envs import registered_env_ids
+
+    known = registered_env_ids()
+    if cfg.env.id not in known:
+        close = difflib.get_close_matches(cfg.env.id, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "run 'omega envs' to list the ids"
+        raise ConfigError(f"config key 'env.id': unknown environment {cfg.env.id!r}; {hint}")
+
+
+def config_from_dict(data: dict[str, Any] | None) -> ExperimentConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must be a YAML mapping of keys, e.g. 'agent_type: ppo'")
+    cfg = _build(ExperimentConfig, data)
+    _check_semantics(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found; pass an existing YAML file "
+                          "(see configs/ for examples)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(cfg)
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """Hash of everything that shapes parameters and training; stored in checkpoints."""
+    data = config_to_dict(cfg)
+    data.pop("train", None)  # the step budget may change between resumes
+    data.pop("wandb", None)
+    data.pop("record", None)
+    data.pop("eval", None)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

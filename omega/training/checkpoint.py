@@ -1,0 +1,128 @@
+"""Checkpoints: one msgpack file per save (flax serialization, never pickle).
+
+A checkpoint holds the learner state (params, optimiser state, counters), the loop's step
+counters, its PRNG key and the config hash. Files are written to a temp file and renamed,
+so a killed run never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from flax import serialization
+
+from omega.errors import CheckpointError
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d{12})\.msgpack$")
+
+
+class LoopState(NamedTuple):
+    """Everything the training loop needs to resume, besides the agent state."""
+
+    env_steps: int
+    updates: int
+    episodes: int
+    rng: np.ndarray  # uint32 [2] PRNG key data
+
+
+def checkpoint_path(ckpt_dir: Path, env_steps: int) -> Path:
+    return Path(ckpt_dir) / f"ckpt_{env_steps:012d}.msgpack"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(ckpt_dir: Path, agent_state: Any, loop: LoopState, config_hash: str,
+                    keep: int = 3) -> Path:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config_hash": config_hash,
+        "loop": {
+            "env_steps": int(loop.env_steps),
+            "updates": int(loop.updates),
+            "episodes": int(loop.episodes),
+            "rng": np.asarray(loop.rng, np.uint32),
+        },
+        "agent": serialization.to_state_dict(jax.device_get(agent_state)),
+    }
+    path = checkpoint_path(ckpt_dir, loop.env_steps)
+    atomic_write_bytes(path, serialization.msgpack_serialize(payload))
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, agent_template: Any, config_hash: str) -> tuple[Any, LoopState]:
+    """Restores a checkpoint into the structure of ``agent_template``."""
+    path = Path(path)
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+        if not isinstance(payload, dict) or "agent" not in payload:
+            raise ValueError("missing agent state")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint '{path}' not found") from None
+    except Exception as e:  # msgpack raises a zoo of types on garbage input
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt ({type(e).__name__}); delete it to resume from "
+            "the previous one") from None
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint '{path}' has format {payload.get('format_version')!r}, this omega "
+            f"reads format {FORMAT_VERSION}; use the omega version that wrote it")
+    stored_hash = payload.get("config_hash")
+    if stored_hash != config_hash:
+        raise CheckpointError(
+            f"checkpoint '{path}' was written with a different config (hash {stored_hash}, "
+            f"now {config_hash}); restore the experiment's config.yaml or start a new "
+            "experiment with 'omega make'")
+    try:
+        agent_state = serialization.from_state_dict(agent_template, payload["agent"])
+        _check_shapes(agent_template, agent_state)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match the agent's structure ({e}); it was written "
+            "by another agent or model config") from None
+    loop = payload["loop"]
+    return agent_state, LoopState(
+        env_steps=int(loop["env_steps"]), updates=int(loop["updates"]),
+        episodes=int(loop["episodes"]), rng=np.asarray(loop["rng"], np.uint32))
+
+
+def _check_shapes(template: Any, restored: Any) -> None:
+    def check(path, a, b):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"{jax.tree_util.keystr(path)}: shape {np.shape(b)} != {np.shape(a)}")
+
+    jax.tree_util.tree_map_with_path(check, template, restored)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    ckpts = list_checkpoints(ckpt_dir)
+    return ckpts[-1] if ckpts else None

@@ -1,0 +1,134 @@
+"""Evaluation on fixed seeds: episode ``i`` of an evaluation is played with seed ``seed + i``.
+
+Results are the mean return, success rate and mean length, each with a 95% confidence
+interval (normal approximation for means, Wilson score interval for the success rate), so
+two evaluations with the same seeds are comparable and repeatable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+from omega.envs import EnvFactory
+
+Z95 = 1.959963984540054
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    env_id: str
+    episodes: int
+    seeds: list[int]
+    returns: list[float]
+    lengths: list[int]
+    successes: list[bool]
+    env_steps: int | None = None  # training env steps of the evaluated checkpoint
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def mean_length(self) -> float:
+        return float(np.mean(self.lengths))
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.successes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env_id": self.env_id,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "success_rate": self.success_rate,
+            "success_rate_ci95": list(wilson_ci95(sum(self.successes), self.episodes)),
+            "mean_return": self.mean_return,
+            "mean_return_ci95": list(mean_ci95(self.returns)),
+            "mean_length": self.mean_length,
+            "mean_length_ci95": list(mean_ci95(self.lengths)),
+            "seeds": self.seeds,
+            "returns": self.returns,
+            "lengths": self.lengths,
+            "successes": self.successes,
+        }
+
+
+def mean_ci95(xs: list[float]) -> tuple[float, float]:
+    x = np.asarray(xs, np.float64)
+    if x.size < 2:
+        return (float(x.mean()), float(x.mean())) if x.size else (math.nan, math.nan)
+    half = Z95 * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
+             num_envs: int | None = None, greedy: bool = True, rng_seed: int = 0,
+             max_steps: int = 1_000_000) -> EvalResult:
+    """Plays ``episodes`` episodes with seeds ``seed, seed+1, ...`` in-process, acting in batch."""
+    factory = EnvFactory.from_config(cfg.env)
+    n = max(1, min(num_envs or cfg.eval.num_envs, episodes))
+    envs = [factory(i) for i in range(n)]
+    seeds = [seed + i for i in range(episodes)]
+    returns = [0.0] * episodes
+    lengths = [0] * episodes
+    successes = [False] * episodes
+    slot_episode: list[int | None] = [None] * n
+    next_episode = 0
+    obs_slots: list[dict[str, np.ndarray]] = [None] * n  # type: ignore[list-item]
+    first = np.ones(n, bool)
+    try:
+        for i in range(n):
+            obs_slots[i], _ = envs[i].reset(seed=seeds[next_episode])
+            slot_episode[i] = next_episode
+            next_episode += 1
+        carry = agent.initial_carry(n)
+        rng = jax.random.PRNGKey(rng_seed)
+        done_count = 0
+        for _ in range(max_steps):
+            if done_count == episodes:
+                break
+            obs = {k: np.stack([o[k] for o in obs_slots]) for k in obs_slots[0]}
+            rng, key = jax.random.split(rng)
+            out = agent.act(params, obs, first, carry, key, greedy=greedy)
+            actions = np.asarray(out.action)
+            carry = out.carry
+            first = np.zeros(n, bool)
+            for i, env in enumerate(envs):
+                ep = slot_episode[i]
+                if ep is None:
+                    continue  # this slot has no episodes left; its action is ignored
+                o, r, terminated, truncated, info = env.step(int(actions[i]))
+                returns[ep] += float(r)
+                lengths[ep] += 1
+                obs_slots[i] = o
+                if terminated or truncated:
+                    successes[ep] = bool(info.get("success", False))
+                    done_count += 1
+                    first[i] = True
+                    if next_episode < episodes:
+                        obs_slots[i], _ = env.reset(seed=seeds[next_episode])
+                        slot_episode[i] = next_episode
+                        next_episode += 1
+                    else:
+                        slot_episode[i] = None
+    finally:
+        for env in envs:
+            env.close()
+    return EvalResult(env_id=cfg.env.id, episodes=episodes, seeds=seeds, returns=returns,
+                      lengths=lengths, successes=successes)

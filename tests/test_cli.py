@@ -1,0 +1,142 @@
+"""CLI round trip in a temp dir: make -> run -> eval -> play --gif, and kill -9 -> resume."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from omega.cli.main import main
+from omega.training.checkpoint import list_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL_RANDOM = """\
+agent_type: random
+seed: 3
+env:
+  id: MiniHack-Room-5x5-v0
+  num_envs: 4
+  num_workers: 2
+train:
+  total_env_steps: {steps}
+  checkpoint_every_steps: {ckpt}
+  log_every_steps: 512
+record:
+  every_n_episodes: 2
+  max_files: 6
+"""
+
+
+def make_exp(tmp_path, steps=2048, ckpt=1024):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(SMALL_RANDOM.format(steps=steps, ckpt=ckpt))
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
+    return exp
+
+
+def read_metrics(exp):
+    with (exp / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_round_trip(tmp_path, capsys):
+    exp = make_exp(tmp_path)
+    assert (exp / "config.yaml").is_file()
+    assert main(["run", "--dir", str(exp)]) == 0
+    rows = read_metrics(exp)
+    assert rows and rows[0].keys() >= {"env_steps", "episode_return", "success_rate"}
+    assert int(rows[-1]["env_steps"]) == 2048
+    assert list_checkpoints(exp / "checkpoints")
+    assert list((exp / "tb").iterdir())
+    episodes = list((exp / "episodes").rglob("*.ttyrec*"))
+    assert 0 < len(episodes) <= 6  # recorded, and pruned to record.max_files
+
+    out_json = tmp_path / "eval.json"
+    assert main(["eval", "--dir", str(exp), "--episodes", "6", "--seed", "5", "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert "success_rate" in printed and "95% CI" in printed
+    data = json.loads(out_json.read_text())
+    assert data["seeds"] == [5, 6, 7, 8, 9, 10]
+    for key in ("success_rate", "mean_return", "mean_length"):
+        lo, hi = data[f"{key}_ci95"]
+        assert lo <= data[key] <= hi
+    assert data["env_steps"] == 2048
+
+    # Same seeds, same checkpoint: the same numbers.
+    again = tmp_path / "eval2.json"
+    assert main(["eval", "--dir", str(exp), "--episodes", "6", "--seed", "5", "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["lengths"] == data["lengths"]
+
+    gif = tmp_path / "ep.gif"
+    assert main(["play", "--file", str(exp), "--gif", str(gif)]) == 0
+    with Image.open(gif) as im:
+        assert im.n_frames > 1
+
+    # Training again to the same budget is a no-op; --steps extends it.
+    assert main(["run", "--dir", str(exp), "--steps", "3072"]) == 0
+    assert int(read_metrics(exp)[-1]["env_steps"]) == 3072
+
+    assert main(["cleanup", "--dir", str(exp)]) == 0
+    assert not (exp / "metrics.csv").exists() and not list_checkpoints(exp / "checkpoints")
+    assert (exp / "config.yaml").is_file()
+
+
+def test_eval_without_checkpoint_is_clear(tmp_path, capsys):
+    exp = make_exp(tmp_path)
+    assert main(["eval", "--dir", str(exp)]) == 2
+    assert "no checkpoint yet" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_one_clear_line(tmp_path, capsys):
+    exp = make_exp(tmp_path, steps=512, ckpt=512)
+    assert main(["run", "--dir", str(exp)]) == 0
+    ckpt = list_checkpoints(exp / "checkpoints")[-1]
+    ckpt.write_bytes(b"\x93garbage" * 10)
+    capsys.readouterr()
+    assert main(["run", "--dir", str(exp), "--steps", "1024"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is corrupt" in err and len(err.splitlines()) == 1
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path, capsys):
+    exp = make_exp(tmp_path, steps=512, ckpt=512)
+    assert main(["run", "--dir", str(exp)]) == 0
+    text = (exp / "config.yaml").read_text().replace("num_envs: 4", "num_envs: 2")
+    (exp / "config.yaml").write_text(text)
+    assert main(["run", "--dir", str(exp), "--steps", "1024"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(tmp_path):
+    exp = make_exp(tmp_path, steps=400_000, ckpt=1024)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "omega", "run", "--dir", str(exp)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(exp / "checkpoints")) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: trainer and env workers
+    proc.wait()
+    ckpts = list_checkpoints(exp / "checkpoints")
+    assert ckpts, "no checkpoint written before the kill"
+    saved_steps = int(ckpts[-1].name[5:17])
+    assert saved_steps >= 1024
+
+    target = saved_steps + 2048
+    proc = subprocess.run(cmd + ["--steps", str(target)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"resuming from {ckpts[-1].name} at {saved_steps:,} env steps" in proc.stdout
+    steps = [int(r["env_steps"]) for r in read_metrics(exp)]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no duplicated rows
+    assert steps[-1] == target

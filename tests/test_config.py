@@ -1,0 +1,119 @@
+"""Every bad config input: exit code 2 and one line naming the key or file and the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omega.cli.main import main
+from omega.config import ExperimentConfig, config_from_dict, config_hash, config_to_yaml, load_config
+from omega.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run_make(tmp_path, config_text, capsys):
+    cfg = write(tmp_path, config_text)
+    code = main(["make", "--config", str(cfg), "--output-dir", str(tmp_path / "exp")])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("agent_type: random\nenv:\n  nmu_envs: 4\n", "unknown config key 'env.nmu_envs'; did you mean 'env.num_envs'?"),
+        ("bogus: 1\n", "unknown config key 'bogus'"),
+        ("env:\n  num_envs: many\n", "config key 'env.num_envs' must be an integer, got 'many'"),
+        ("env:\n  num_envs: 2.5\n", "config key 'env.num_envs' must be an integer"),
+        ("env:\n  num_envs: 0\n", "config key 'env.num_envs' must be between 1 and 4096, got 0"),
+        ("train:\n  total_env_steps: -5\n", "config key 'train.total_env_steps' must be >= 1"),
+        ("env:\n  id: MiniHack-Room-5x5-v9\n", "unknown environment 'MiniHack-Room-5x5-v9'; did you mean 'MiniHack-Room-5x5-v0'?"),
+        ("agent_type: dqn\n", "config key 'agent_type' must be one of"),
+        ("env:\n  observation:\n    keys: [glyphs, pixels]\n", "unknown key 'pixels'"),
+        ("env: [1, 2]\n", "config key 'env' must be a mapping"),
+        ("env:\n  num_envs: 2\n  num_workers: 4\n", "'env.num_workers' (4) must be <= env.num_envs (2)"),
+        ("env: {id: [\n", "is not valid YAML"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("record:\n  every_n_episodes: true\n", "'record.every_n_episodes' must be an integer, got True"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(tmp_path, capsys, text, expected):
+    code, err = run_make(tmp_path, text, capsys)
+    assert code == 2
+    assert expected in err, err
+    assert len(err.splitlines()) == 1
+    assert err.startswith("omega: error: ")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code = main(["make", "--config", str(tmp_path / "nope.yaml"), "--output-dir", str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.yaml' not found" in err
+
+
+def test_existing_output_dir_refused(tmp_path, capsys):
+    cfg = write(tmp_path, "agent_type: random\n")
+    (tmp_path / "exp").mkdir()
+    assert main(["make", "--config", str(cfg), "--output-dir", str(tmp_path / "exp")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_run_on_missing_dir(tmp_path, capsys):
+    assert main(["run", "--dir", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_gpu_without_gpu_is_a_clear_error(tmp_path, capsys):
+    cfg = write(tmp_path, "agent_type: random\n")
+    assert main(["make", "--config", str(cfg), "--output-dir", str(tmp_path / "exp")]) == 0
+    assert main(["run", "--dir", str(tmp_path / "exp"), "--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "JAX sees no GPU" in err and "omega[cuda]" in err
+
+
+def test_subprocess_exit_code_and_no_traceback(tmp_path):
+    cfg = write(tmp_path, "env:\n  num_envs: lots\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "omega", "make", "--config", str(cfg), "--output-dir", str(tmp_path / "e")],
+        capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "omega: error: " + f"{cfg}: config key 'env.num_envs' must be an integer, got 'lots'"
+
+
+def test_defaults_and_round_trip(tmp_path):
+    cfg = config_from_dict({})
+    assert isinstance(cfg, ExperimentConfig)
+    path = write(tmp_path, config_to_yaml(cfg))
+    again = load_config(path)
+    assert again == cfg
+    assert config_hash(again) == config_hash(cfg)
+
+
+def test_hash_ignores_budget_but_not_model():
+    base = config_from_dict({})
+    longer = config_from_dict({"train": {"total_env_steps": 10**6}})
+    other_env = config_from_dict({"env": {"num_envs": 4}})
+    assert config_hash(base) == config_hash(longer)
+    assert config_hash(base) != config_hash(other_env)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert yaml.safe_load(path.read_text())["agent_type"] == cfg.agent_type
+
+
+def test_config_error_is_config_error():
+    with pytest.raises(ConfigError):
+        config_from_dict({"seed": -1})
