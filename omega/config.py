@@ -48,7 +48,7 @@ class EnvConfig:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra kwargs for the env
     num_envs: int = dataclasses.field(default=16, metadata=_range(1, 4096))
     num_workers: int = dataclasses.field(default=2, metadata=_range(1, 256))
-    max_episode_steps: Union[int, None] = dataclasses.field(default=None, metadata=_range(1))
+    max_episode_steps: int | None = dataclasses.field(default=None, metadata=_range(1))
     step_timeout_s: float = dataclasses.field(default=120.0, metadata=_range(1.0))
     observation: ObservationConfig = dataclasses.field(default_factory=ObservationConfig)
     reward_shaping: RewardShapingConfig = dataclasses.field(default_factory=RewardShapingConfig)
@@ -78,7 +78,7 @@ class EvalConfig:
 @dataclasses.dataclass(frozen=True)
 class WandbConfig:
     project: str = "omega"
-    entity: Union[str, None] = None
+    entity: str | None = None
     mode: Literal["online", "offline"] = "offline"
 
 
@@ -144,7 +144,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"config key '{key}' must have {len(args)} items, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")

@@ -8,7 +8,13 @@ import pytest
 import yaml
 
 from omega.cli.main import main
-from omega.config import ExperimentConfig, config_from_dict, config_hash, config_to_yaml, load_config
+from omega.config import (
+    ExperimentConfig,
+    config_from_dict,
+    config_hash,
+    config_to_yaml,
+    load_config,
+)
 from omega.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ Shapes: ``N`` is the number of envs, ``T`` the rollout length.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Protocol
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import numpy as np

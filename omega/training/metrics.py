@@ -6,8 +6,9 @@ import csv
 import math
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omega.errors import OmegaError
 
