@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_CONFIG ?= configs/random/room_5x5.yaml
+DEMO_CONFIG ?= configs/ppo/room_5x5.yaml
 DEMO_DIR ?= experiments/demo
 EXTRAS ?= dev
 

@@ -123,3 +123,20 @@ def test_shipped_configs_load(path):
 def test_config_error_is_config_error():
     with pytest.raises(ConfigError):
         config_from_dict({"seed": -1})
+
+
+def test_every_config_key_is_documented():
+    import dataclasses
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+
+    def keys(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                yield from keys(type(default), prefix + f.name + ".")
+            else:
+                yield prefix + f.name
+
+    missing = [k for k in keys(ExperimentConfig) if f"`{k}`" not in doc]
+    assert not missing, f"undocumented config keys: {missing}"

@@ -79,6 +79,17 @@ def _add_cleanup(sub) -> None:
     p.add_argument("--keep-checkpoint", action="store_true", help="keep the newest checkpoint")
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="training throughput vs the raw env step rate",
+                       description="Measure, in one run, the random-action step rate of the "
+                                   "config's vectorised env and the end-to-end training step "
+                                   "rate of its agent (first update excluded); print both and "
+                                   "their ratio.")
+    p.add_argument("--config", required=True, help="YAML config")
+    p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omega", description="Train PPO and MuZero agents on NetHack and MiniHack.",
@@ -92,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_play(sub)
     _add_cleanup(sub)
+    _add_bench(sub)
     sub.add_parser("envs", help="list the environment ids",
                    description="List every NetHack, MiniHack and omega env id.")
     return parser
@@ -208,6 +220,22 @@ def cmd_cleanup(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from omega.training.bench import bench
+
+    if args.steps <= 0:
+        raise OmegaError(f"--steps must be positive, got {args.steps}")
+    r = bench(args.config, args.steps, args.json)
+    print(f"{'env':<32} {'agent':<7} {'N':>4} {'W':>3} {'raw steps/s':>12} "
+          f"{'train steps/s':>14} {'ratio':>6}")
+    print(f"{r['env_id']:<32} {r['agent_type']:<7} {r['num_envs']:>4} {r['num_workers']:>3} "
+          f"{r['raw_env_steps_per_s']:>12,.0f} {r['train_env_steps_per_s']:>14,.0f} "
+          f"{r['ratio']:>6.2f}")
+    if args.json:
+        print(f"omega: wrote {args.json}")
+    return 0
+
+
 def cmd_envs(args) -> int:
     from omega.envs import registered_env_ids
 
@@ -217,7 +245,7 @@ def cmd_envs(args) -> int:
 
 
 COMMANDS = {"make": cmd_make, "run": cmd_run, "eval": cmd_eval, "play": cmd_play,
-            "cleanup": cmd_cleanup, "envs": cmd_envs}
+            "cleanup": cmd_cleanup, "envs": cmd_envs, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

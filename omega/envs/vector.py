@@ -44,13 +44,15 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from omega.errors import OmegaError
+
 __all__ = ["EnvWorkerError", "EpisodeStats", "VectorEnv"]
 
 logger = logging.getLogger("omega.envs")
 
 
-class EnvWorkerError(RuntimeError):
-    """A worker died too often, could not (re)start, or a step hung."""
+class EnvWorkerError(OmegaError, RuntimeError):
+    """A worker died too often, could not (re)start, or a step hung (the CLI prints one line)."""
 
 
 @dataclasses.dataclass(frozen=True)
