@@ -140,3 +140,14 @@ def test_sigkill_then_resume(tmp_path):
     steps = [int(r["env_steps"]) for r in read_metrics(exp)]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # no duplicated rows
     assert steps[-1] == target
+
+
+def test_bench_reports_raw_and_training_rates(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(SMALL_RANDOM.format(steps=1024, ckpt=1024))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--config", str(cfg), "--steps", "1024", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["raw_env_steps_per_s"] > 0 and data["train_env_steps_per_s"] > 0
+    assert data["ratio"] == pytest.approx(data["train_env_steps_per_s"] / data["raw_env_steps_per_s"])
+    assert "ratio" in capsys.readouterr().out
