@@ -1,3 +1,3 @@
-"""omega: PPO and MuZero-family agents for NetHack (NLE) and MiniHack, in JAX."""
+"""omega: reinforcement-learning agents for NetHack (NLE) and MiniHack, in JAX."""
 
 __version__ = "0.1.0"

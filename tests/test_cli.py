@@ -151,3 +151,18 @@ def test_bench_reports_raw_and_training_rates(tmp_path, capsys):
     assert data["raw_env_steps_per_s"] > 0 and data["train_env_steps_per_s"] > 0
     assert data["ratio"] == pytest.approx(data["train_env_steps_per_s"] / data["raw_env_steps_per_s"])
     assert "ratio" in capsys.readouterr().out
+
+
+def test_wandb_online_without_key_or_terminal_falls_back_to_offline(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("wandb")
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(SMALL_RANDOM.format(steps=512, ckpt=512) + "wandb:\n  mode: online\n")
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
+    assert main(["run", "--dir", str(exp), "--wandb"]) == 0
+    assert "logging to W&B in offline mode" in capsys.readouterr().err
+    assert list((exp / "wandb").glob("offline-run-*"))
