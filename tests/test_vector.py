@@ -256,3 +256,49 @@ def test_minihack_room():
             for e in info["episodes"]:
                 assert isinstance(e, EpisodeStats) and e.length > 0
             assert info["worker_restarts"] == 0
+
+
+def test_step_async_per_group_matches_step():
+    num_envs, seed, T = 5, 11, 9
+    actions = np.random.default_rng(1).integers(0, 4, size=(T, num_envs))
+    with VectorEnv(toy_envs.make_counting, num_envs=num_envs, num_workers=2, seed=seed) as ref, \
+            VectorEnv(toy_envs.make_counting, num_envs=num_envs, num_workers=2, seed=seed) as vec:
+        ref.reset()
+        vec.reset()
+        groups = vec.groups
+        assert sorted(g.stop - g.start for g in groups) == [2, 3]
+        assert groups[0].start == 0 and groups[-1].stop == num_envs
+        for t in range(T):
+            r_obs, r_rew, r_term, r_trunc, r_info = ref.step(actions[t])
+            # Interleaved: start both groups, collect in reverse order.
+            for gi, g in enumerate(groups):
+                vec.step_async(actions[t][g], group=gi)
+            for gi in reversed(range(len(groups))):
+                g = groups[gi]
+                obs, rew, term, trunc, info = vec.step_wait(group=gi)
+                np.testing.assert_array_equal(rew, r_rew[g])
+                np.testing.assert_array_equal(term, r_term[g])
+                np.testing.assert_array_equal(trunc, r_trunc[g])
+                for k in obs:
+                    np.testing.assert_array_equal(obs[k], r_obs[k][g])
+                    np.testing.assert_array_equal(info["final_obs"][k], r_info["final_obs"][k][g])
+                assert info["episodes"] == [e for e in r_info["episodes"]
+                                            if g.start <= e.env_index < g.stop]
+
+
+def test_step_async_misuse_is_an_error():
+    with VectorEnv(toy_envs.make_counting, num_envs=4, num_workers=2) as vec:
+        vec.reset()
+        with pytest.raises(RuntimeError, match="without a matching step_async"):
+            vec.step_wait(group=0)
+        vec.step_async(np.zeros(2, int), group=0)
+        with pytest.raises(RuntimeError, match="twice"):
+            vec.step_async(np.zeros(2, int), group=0)
+        with pytest.raises(RuntimeError, match="reset"):
+            vec.reset()
+        with pytest.raises(ValueError, match="shape"):
+            vec.step_async(np.zeros(4, int), group=1)
+        with pytest.raises(ValueError, match="group"):
+            vec.step_async(np.zeros(2, int), group=5)
+        vec.step_wait(group=0)
+        vec.step(np.zeros(4, int))

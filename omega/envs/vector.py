@@ -376,6 +376,8 @@ class VectorEnv:
         self.total_restarts = 0
         self._needs_reset = True
         self._seeded = False
+        # worker index -> None (step sent) or _Dead (the send failed), until step_wait
+        self._pending: dict[int, _Dead | None] = {}
 
         bounds = np.linspace(0, self.num_envs, self.num_workers + 1).round().astype(int)
         self._workers = [
@@ -662,6 +664,8 @@ class VectorEnv:
         env continues its own RNG.
         """
         self._check_open()
+        if self._pending:
+            raise RuntimeError("call step_wait() for the pending step_async() before reset()")
         if seed is None and not self._seeded:
             seed = self.seed
         self._seeded = True
@@ -684,33 +688,70 @@ class VectorEnv:
         self._needs_reset = False
         return self._copy_obs(self._obs_buf)
 
+    @property
+    def groups(self) -> list[slice]:
+        """The env slices of the workers: ``step_async(..., group=g)`` steps ``groups[g]``."""
+        return [slice(w.start, w.stop) for w in self._workers]
+
     def step(self, actions: np.ndarray):
         """Step every env once; see the module docstring for auto-reset semantics."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray, group: int | None = None) -> None:
+        """Start stepping the envs of ``group`` (one worker; all when ``None``).
+
+        ``actions`` has one entry per env of the group. While the workers step, the caller is
+        free to compute the next actions of another group; :meth:`step_wait` collects.
+        """
         self._check_open()
         if self._needs_reset:
             raise RuntimeError("call VectorEnv.reset() before step()")
+        workers = self._workers if group is None else [self._group_worker(group)]
+        if any(w.index in self._pending for w in workers):
+            raise RuntimeError("step_async called twice for the same envs without step_wait")
+        sl = slice(workers[0].start, workers[-1].stop)
+        n = sl.stop - sl.start
         actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
+        if actions.shape != (n,):
+            raise ValueError(f"actions must have shape ({n},), got {actions.shape}")
         n_actions = int(self.single_action_space.n)
         if actions.min() < 0 or actions.max() >= n_actions:
             raise ValueError(f"actions must be in [0, {n_actions}), got {actions}")
-        self._ctl_buf["actions"][:] = actions
-
-        dead: dict[int, _Dead] = {}
-        for w in self._workers:
+        self._ctl_buf["actions"][sl] = actions
+        for w in workers:
             try:
                 self._send(w, _STEP)
+                self._pending[w.index] = None
             except _Dead as d:
-                dead[w.index] = d
-        live = [w for w in self._workers if w.index not in dead]
+                self._pending[w.index] = d
+
+    def step_wait(self, group: int | None = None):
+        """Finish the step started by :meth:`step_async` for the same ``group``.
+
+        Returns ``(obs, rewards, terminated, truncated, info)`` for the envs of the group
+        (``info["episodes"]`` carries global env indices).
+        """
+        self._check_open()
+        workers = self._workers if group is None else [self._group_worker(group)]
+        if any(w.index not in self._pending for w in workers):
+            raise RuntimeError("step_wait called without a matching step_async")
+        dead: dict[int, _Dead] = {}
+        live = []
+        for w in workers:
+            sent = self._pending.pop(w.index)
+            if sent is None:
+                live.append(w)
+            else:
+                dead[w.index] = sent
         deadline = time.monotonic() + self.step_timeout_s
         results = self._gather(live, deadline, "stepping")
+        sl = slice(workers[0].start, workers[-1].stop)
 
-        rewards_f64 = self._ctl_buf["rewards"].copy()
+        rewards_f64 = self._ctl_buf["rewards"][sl].copy()
         rewards = rewards_f64.astype(np.float32)
-        terminated = self._ctl_buf["terminated"].copy()
-        truncated = self._ctl_buf["truncated"].copy()
+        terminated = self._ctl_buf["terminated"][sl].copy()
+        truncated = self._ctl_buf["truncated"][sl].copy()
         episodes: list[EpisodeStats] = []
         for w in live:
             result = results[w.index]
@@ -718,9 +759,9 @@ class VectorEnv:
                 dead[w.index] = result
                 continue
             eps = result[1] or ()
-            sl = slice(w.start, w.stop)
-            self._ep_return[sl] += rewards_f64[sl]
-            self._ep_length[sl] += 1
+            ws = slice(w.start, w.stop)
+            self._ep_return[ws] += self._ctl_buf["rewards"][ws]
+            self._ep_length[ws] += 1
             for env_index, ret, length, success, trunc in eps:
                 episodes.append(EpisodeStats(env_index, ret, length, success, trunc))
                 self._ep_return[env_index] = 0.0
@@ -729,28 +770,35 @@ class VectorEnv:
         restarts_before = self.total_restarts
         for idx in sorted(dead):
             w = self._workers[idx]
-            sl = slice(w.start, w.stop)
+            ws = slice(w.start, w.stop)
+            local = slice(w.start - sl.start, w.stop - sl.start)
             # Last observation that was fully delivered for the interrupted episodes.
             for key, buf in self._obs_buf.items():
-                self._final_buf[key][sl] = buf[sl]
+                self._final_buf[key][ws] = buf[ws]
             self._restart(w, dead[idx])
             for i in range(w.start, w.stop):
                 episodes.append(
                     EpisodeStats(i, float(self._ep_return[i]), int(self._ep_length[i]), False, True)
                 )
-            truncated[sl] = True
-            terminated[sl] = False
-            rewards[sl] = 0.0
-            self._ep_return[sl] = 0.0
-            self._ep_length[sl] = 0
+            truncated[local] = True
+            terminated[local] = False
+            rewards[local] = 0.0
+            self._ep_return[ws] = 0.0
+            self._ep_length[ws] = 0
 
         episodes.sort(key=lambda e: e.env_index)
         info = {
-            "final_obs": self._copy_obs(self._final_buf),
+            "final_obs": {k: v[sl].copy() for k, v in self._final_buf.items()},
             "episodes": episodes,
             "worker_restarts": self.total_restarts - restarts_before,
         }
-        return self._copy_obs(self._obs_buf), rewards, terminated, truncated, info
+        obs = {k: v[sl].copy() for k, v in self._obs_buf.items()}
+        return obs, rewards, terminated, truncated, info
+
+    def _group_worker(self, group: int) -> _Worker:
+        if not 0 <= group < len(self._workers):
+            raise ValueError(f"group must be in [0, {len(self._workers)}), got {group}")
+        return self._workers[group]
 
     # ---------------------------------------------------------------- shutdown
 
