@@ -44,13 +44,20 @@ def run_seed(config: Path, seed: int, work: Path, steps: int | None, eval_seed: 
     exp = work / f"{config.stem}_seed{seed}"
     if not exp.exists():
         assert omega(["make", "--config", str(cfg_path), "--output-dir", str(exp)]) == 0
-    t0 = time.perf_counter()
-    args = ["run", "--dir", str(exp)] + (["--steps", str(steps)] if steps else [])
-    assert omega(args) == 0
-    wall = time.perf_counter() - t0
+    # A finished run keeps its wall time, so re-running this script only re-evaluates it.
+    wall_file = exp / "train_wall_s.json"
+    if wall_file.exists():
+        wall = float(json.loads(wall_file.read_text())["train_wall_s"])
+    else:
+        t0 = time.perf_counter()
+        args = ["run", "--dir", str(exp)] + (["--steps", str(steps)] if steps else [])
+        assert omega(args) == 0
+        wall = time.perf_counter() - t0
+        wall_file.write_text(json.dumps({"train_wall_s": wall}) + "\n")
     eval_json = exp / "eval.json"
+    mode = "--greedy" if data.get("eval", {}).get("greedy", True) else "--sample"
     assert omega(["eval", "--dir", str(exp), "--episodes", "100", "--seed", str(eval_seed),
-                  "--json", str(eval_json)]) == 0
+                  mode, "--json", str(eval_json)]) == 0
     with (exp / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     ev = json.loads(eval_json.read_text())
@@ -59,7 +66,7 @@ def run_seed(config: Path, seed: int, work: Path, steps: int | None, eval_seed: 
         "train_wall_s": wall,
         "env_steps": int(rows[-1]["env_steps"]),
         "steps_to_train_success_0.95": steps_to(rows, 0.95),
-        "eval": {k: ev[k] for k in ("success_rate", "success_rate_ci95", "mean_return",
+        "eval": {k: ev[k] for k in ("greedy", "success_rate", "success_rate_ci95", "mean_return",
                                     "mean_return_ci95", "mean_length", "mean_length_ci95",
                                     "env_steps")},
         "eval_seeds": [ev["seeds"][0], ev["seeds"][-1]],

@@ -48,7 +48,8 @@ def _add_run(sub) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate the newest checkpoint on fixed seeds",
                        description="Play N episodes with seeds S, S+1, ..., S+N-1 using the "
-                                   "newest checkpoint (greedy actions unless --sample) and "
+                                   "newest checkpoint (greedy or sampled actions as eval.greedy "
+                                   "says, unless --greedy or --sample is given) and "
                                    "report mean return, success rate and mean length with 95%% "
                                    "confidence intervals.")
     p.add_argument("--dir", required=True, help="experiment dir")
@@ -56,7 +57,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="first seed (default: eval.seed)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--checkpoint", default=None, help="a checkpoint file (default: newest)")
-    p.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--greedy", dest="greedy", action="store_const", const=True, default=None,
+                      help="argmax actions (default: eval.greedy of the config)")
+    mode.add_argument("--sample", dest="greedy", action="store_const", const=False,
+                      help="sample actions from the policy")
     p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
 
 
@@ -158,8 +163,8 @@ def cmd_eval(args) -> int:
         agent, _ = build_agent(cfg, num_actions)
         template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
         state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
-        result = evaluate(agent, agent.params(state), cfg, episodes, seed,
-                          greedy=not args.sample)
+        greedy = cfg.eval.greedy if args.greedy is None else args.greedy
+        result = evaluate(agent, agent.params(state), cfg, episodes, seed, greedy=greedy)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()
     _print_eval_table(data, ckpt)
@@ -175,8 +180,9 @@ def _print_eval_table(data, ckpt) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    mode = "greedy" if data["greedy"] else "sampled"
     table = Table(title=f"{data['env_id']}: {data['episodes']} episodes, seeds "
-                        f"{data['seeds'][0]}..{data['seeds'][-1]}, {ckpt.name}")
+                        f"{data['seeds'][0]}..{data['seeds'][-1]}, {mode} actions, {ckpt.name}")
     table.add_column("metric")
     table.add_column("mean", justify="right")
     table.add_column("95% CI", justify="right")

@@ -28,6 +28,7 @@ class EvalResult:
     lengths: list[int]
     successes: list[bool]
     env_steps: int | None = None  # training env steps of the evaluated checkpoint
+    greedy: bool = True  # argmax actions (True) or actions sampled from the policy (False)
 
     @property
     def mean_return(self) -> float:
@@ -46,6 +47,7 @@ class EvalResult:
             "env_id": self.env_id,
             "env_steps": self.env_steps,
             "episodes": self.episodes,
+            "greedy": self.greedy,
             "success_rate": self.success_rate,
             "success_rate_ci95": list(wilson_ci95(sum(self.successes), self.episodes)),
             "mean_return": self.mean_return,
@@ -131,4 +133,4 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
         for env in envs:
             env.close()
     return EvalResult(env_id=cfg.env.id, episodes=episodes, seeds=seeds, returns=returns,
-                      lengths=lengths, successes=successes)
+                      lengths=lengths, successes=successes, greedy=greedy)
