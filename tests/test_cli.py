@@ -227,3 +227,19 @@ def test_ppo_save_resume_identical_params_and_step_count(tmp_path):
     assert [int(r["env_steps"]) for r in rows] == [64, 128, 192, 256]
     assert [int(r["updates"]) for r in rows] == [1, 2, 3, 4]
     assert "policy_loss" in rows[-1]
+
+    # eval.greedy picks the action mode; --greedy / --sample override it; the JSON says which.
+    for flags, greedy in (([], True), (["--sample"], False), (["--greedy"], True)):
+        out = tmp_path / f"eval{len(flags)}{greedy}.json"
+        assert main(["eval", "--dir", str(exp), "--episodes", "2", "--seed", "0", "--json",
+                     str(out), *flags]) == 0
+        assert json.loads(out.read_text())["greedy"] is greedy
+    with pytest.raises(SystemExit):
+        main(["eval", "--dir", str(exp), "--greedy", "--sample"])
+    resolved = (exp / "config.yaml").read_text()
+    assert "greedy: true" in resolved
+    (exp / "config.yaml").write_text(resolved.replace("greedy: true", "greedy: false"))
+    out = tmp_path / "eval_cfg_sampled.json"
+    assert main(["eval", "--dir", str(exp), "--episodes", "2", "--seed", "0", "--json",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["greedy"] is False
