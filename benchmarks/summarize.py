@@ -9,10 +9,28 @@ import json
 import sys
 
 
+def summary(paths: list[str]) -> None:
+    """One row per config: the numbers the issue targets, over all seeds."""
+    print("| config | env | seeds | budget (env steps) | eval success, each seed | "
+          "min eval success | mean wall (s) | env steps to train success ≥ 0.95, each seed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        data = json.load(open(path))
+        runs = data["runs"]
+        succ = [r["eval"]["success_rate"] for r in runs]
+        steps = [r["steps_to_train_success_0.95"] for r in runs]
+        print(f"| `{data['config']}` | {data['env_id']} | {len(runs)} "
+              f"| {max(r['env_steps'] for r in runs):,} | {', '.join(f'{x:.2f}' for x in succ)} "
+              f"| {min(succ):.2f} | {sum(r['train_wall_s'] for r in runs) / len(runs):.0f} "
+              f"| {', '.join(f'{x:,}' if x else 'not reached' for x in steps)} |")
+    print()
+
+
 def main(paths: list[str]) -> None:
+    summary(paths)
     print("| config | env | seed | env steps | wall (s) | steps/s | eval success [95% CI] "
-          "| eval return | env steps to train success ≥ 0.95 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| eval actions | eval return | env steps to train success ≥ 0.95 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for path in paths:
         data = json.load(open(path))
         for r in data["runs"]:
@@ -20,7 +38,8 @@ def main(paths: list[str]) -> None:
             lo, hi = e["success_rate_ci95"]
             print(f"| `{data['config']}` | {data['env_id']} | {r['seed']} | {r['env_steps']:,} "
                   f"| {r['train_wall_s']:.0f} | {r['mean_env_steps_per_s']:,.0f} "
-                  f"| {e['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] | {e['mean_return']:.3f} "
+                  f"| {e['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] "
+                  f"| {'greedy' if e.get('greedy', True) else 'sampled'} | {e['mean_return']:.3f} "
                   f"| {r['steps_to_train_success_0.95'] or 'not reached'} |")
 
 
