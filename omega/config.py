@@ -18,11 +18,12 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from omega.agents.muzero.config import MuZeroConfig
 from omega.agents.ppo.config import PPOConfig
 from omega.errors import ConfigError
 from omega.models.encoders import EncoderConfig
 
-AGENT_TYPES = ("random", "ppo")
+AGENT_TYPES = ("random", "ppo", "muzero")
 OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
 
 
@@ -92,6 +93,7 @@ class ExperimentConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     model: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    muzero: MuZeroConfig = dataclasses.field(default_factory=MuZeroConfig)
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
 
 
@@ -144,7 +146,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"config key '{key}' must have {len(args)} items, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
@@ -203,6 +205,9 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
     if cfg.agent_type not in AGENT_TYPES:
         raise ConfigError(
             f"config key 'agent_type' must be one of {', '.join(AGENT_TYPES)}, got {cfg.agent_type!r}")
+    if cfg.agent_type == "muzero" and cfg.model.recurrent:
+        raise ConfigError("config key 'model.recurrent' must be false for agent_type muzero "
+                          "(its replay stores no encoder memory)")
     for key in cfg.env.observation.keys:
         if key not in OBSERVATION_KEYS:
             raise ConfigError(
@@ -274,5 +279,9 @@ def config_hash(cfg: ExperimentConfig) -> str:
     data.pop("wandb", None)
     data.pop("record", None)
     data.pop("eval", None)
+    if data.get("agent_type") != "muzero":
+        # The section is unused there; leaving it out keeps hashes of experiments made
+        # before it existed valid.
+        data.pop("muzero", None)
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -20,4 +20,9 @@ def build_agent(cfg: Any, num_actions: int) -> tuple[Any, int]:
         total_updates = max(1, cfg.train.total_env_steps // steps_per_update)
         agent = make_ppo_agent(cfg.ppo, cfg.model, num_actions, total_updates)
         return agent, cfg.ppo.rollout_length
+    if cfg.agent_type == "muzero":
+        from omega.agents.muzero import make_muzero_agent
+
+        agent = make_muzero_agent(cfg.muzero, cfg.model, num_actions, cfg.train.total_env_steps)
+        return agent, cfg.muzero.rollout_length
     raise ValueError(f"unknown agent_type {cfg.agent_type!r}")

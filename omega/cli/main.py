@@ -97,7 +97,7 @@ def _add_bench(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="omega", description="Train reinforcement-learning agents (PPO, random) on NetHack and MiniHack.",
+        prog="omega", description="Train reinforcement-learning agents (PPO, MuZero, random) on NetHack and MiniHack.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     from omega import __version__
 

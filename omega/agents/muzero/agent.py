@@ -1,0 +1,373 @@
+"""MuZero (Schrittwieser et al. 2020): batched MCTS with mctx over a learned model, trained
+from a replay buffer.
+
+Acting is one jitted call for all envs: the representation encodes every observation, then
+``mctx.muzero_policy`` searches ``num_simulations`` steps with the dynamics and prediction
+functions. Actions are sampled from the visit counts with a temperature that follows
+``temperature_schedule`` over the training budget (the temperature travels with the params
+the actor gets, :class:`ActorParams`); greedy acting (evaluation) adds no Dirichlet noise and
+takes the most visited action. ``act`` hands the learner the visit distribution
+(``search_policy`` [N, A]) and the search's root value (``root_value`` [N]).
+
+Learning follows the :class:`~omega.agents.base.Agent` seam: ``learn(state, trajectory,
+rng)`` appends the trajectory to a host-side :class:`~omega.replay.ReplayBuffer` that the
+agent object owns, then runs as many jitted train steps as ``replay_ratio`` asks for
+(none until the buffer holds ``warmup_steps`` env steps). A train step unrolls the model
+``K`` steps from a sampled observation along the stored actions (``lax.scan``), with
+cross-entropy losses to the search policies, the categorical n-step value targets (bootstrapped
+from stored root values, so no target network is kept), the categorical rewards and the
+episode ends (the search discounts by ``gamma * (1 - p_terminal)``); the latent
+gradient is halved at every unroll step and each unrolled step's loss is weighted 1/K, as in
+MuZero. With prioritised replay the losses are importance-weighted and the sampled starts get
+the new priority ``|value target - predicted value|`` after each step.
+
+Checkpoints and resume: :class:`MuZeroState` (params, optimiser state, counters) is what a
+checkpoint holds. The replay buffer is not checkpointed: a resumed run starts with an empty
+buffer, acts with the restored params and trains again once the buffer holds
+``warmup_steps`` new env steps.
+
+Shapes: ``N`` envs, ``T`` rollout length, ``A`` actions, ``B`` batch, ``K`` unroll steps,
+``D`` latent size, ``2S + 1`` support bins.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import optax
+
+from omega.agents.base import ActOutput, Carry, Observation, Params, Trajectory
+from omega.agents.muzero.config import MuZeroConfig
+from omega.agents.muzero.networks import (
+    MuZeroNetwork,
+    logits_to_scalar,
+    scalar_to_two_hot,
+    scale_gradient,
+)
+from omega.models.encoders import EncoderConfig
+from omega.replay import ReplayBatch, ReplayBuffer
+
+# ---------------------------------------------------------------------------------------------
+# State
+
+
+class ActorParams(NamedTuple):
+    """What an actor needs: network params and the current visit-count temperature."""
+
+    net: Params
+    temperature: jax.Array  # []
+
+
+class MuZeroState(NamedTuple):
+    params: Params
+    opt_state: optax.OptState
+    train_steps: jax.Array  # [] int32, jitted train steps so far
+    env_steps: jax.Array  # [] int32, env steps added to the replay so far
+    update_credit: jax.Array  # [] float32, fractional train steps owed by replay_ratio
+
+
+class SearchOutput(NamedTuple):
+    action: jax.Array  # [N] int32
+    search_policy: jax.Array  # [N, A] visit distribution
+    root_value: jax.Array  # [N] the search's value estimate of the root
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure pieces (tested one by one)
+
+
+def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
+               recurrent_fn: mctx.RecurrentFn, *, num_simulations: int, pb_c_init: float,
+               pb_c_base: float, dirichlet_alpha: float, dirichlet_fraction: float,
+               temperature: jax.Array | float, greedy: bool) -> SearchOutput:
+    """One batched MuZero search; greedy: no root noise and the most visited action."""
+    out = mctx.muzero_policy(
+        params, rng, root, recurrent_fn, num_simulations,
+        dirichlet_fraction=0.0 if greedy else dirichlet_fraction,
+        dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
+        temperature=temperature)
+    summary = out.search_tree.summary()
+    if greedy:
+        # Few simulations leave ties in the visit counts; the better Q-value breaks them, so
+        # the greedy policy does not default to the lowest action id.
+        visits = summary.visit_counts  # [N, A]
+        most = visits == visits.max(axis=-1, keepdims=True)
+        action = jnp.argmax(jnp.where(most, summary.qvalues, -jnp.inf), axis=-1)
+    else:
+        action = out.action
+    return SearchOutput(action=action.astype(jnp.int32), search_policy=out.action_weights,
+                        root_value=summary.value)
+
+
+def cross_entropy(target: jax.Array, logits: jax.Array) -> jax.Array:
+    """-sum target * log softmax(logits) over the last axis: [..., C] -> [...]."""
+    return -jnp.sum(target * jax.nn.log_softmax(logits), axis=-1)
+
+
+class Losses(NamedTuple):
+    policy: jax.Array  # [B, K+1]
+    value: jax.Array  # [B, K+1]
+    reward: jax.Array  # [B, K]
+    terminal: jax.Array  # [B, K]
+
+
+def unroll_losses(policy_logits: jax.Array, value_logits: jax.Array, reward_logits: jax.Array,
+                  terminal_logits: jax.Array, batch: ReplayBatch, support_size: int) -> Losses:
+    """Masked per-position cross-entropies; logits [B, K+1, A], [B, K+1, 2S+1], [B, K, 2S+1]
+    and [B, K] (binary)."""
+    value_target = scalar_to_two_hot(batch.value_target, support_size)  # [B, K+1, 2S+1]
+    reward_target = scalar_to_two_hot(batch.reward_target, support_size)  # [B, K, 2S+1]
+    terminal = optax.sigmoid_binary_cross_entropy(terminal_logits, batch.terminal_target)
+    return Losses(
+        policy=cross_entropy(batch.policy_target, policy_logits) * batch.policy_mask,
+        value=cross_entropy(value_target, value_logits) * batch.value_mask,
+        reward=cross_entropy(reward_target, reward_logits) * batch.reward_mask,
+        terminal=terminal * batch.reward_mask)
+
+
+def temperature_at(schedule: tuple[tuple[float, float], ...], progress: jax.Array) -> jax.Array:
+    """The temperature of the last schedule entry whose fraction is <= ``progress``."""
+    fractions = jnp.asarray([f for f, _ in schedule], jnp.float32)
+    temps = jnp.asarray([t for _, t in schedule], jnp.float32)
+    idx = jnp.sum(progress >= fractions) - 1
+    return temps[jnp.clip(idx, 0, len(schedule) - 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent
+
+
+class MuZeroAgent:
+    """Implements :class:`omega.agents.base.Agent` (see the module docstring)."""
+
+    def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
+                 total_env_steps: int):
+        if encoder_cfg.recurrent:
+            raise ValueError("the MuZero agent needs a non-recurrent encoder (model.recurrent: "
+                             "false): its replay stores no encoder memory")
+        self.cfg = cfg
+        self.encoder_cfg = encoder_cfg
+        self.num_actions = int(num_actions)
+        self.total_env_steps = max(1, int(total_env_steps))
+        self.network = MuZeroNetwork(encoder_cfg, self.num_actions, cfg.latent_dim,
+                                     cfg.dynamics_hidden, cfg.prediction_hidden,
+                                     cfg.support_size)
+        self.total_train_steps = max(1, int(
+            cfg.replay_ratio * max(0, self.total_env_steps - cfg.warmup_steps) / cfg.batch_size))
+        if cfg.lr_schedule == "linear":
+            self.lr_schedule = optax.linear_schedule(cfg.learning_rate, 0.0,
+                                                     self.total_train_steps)
+        elif cfg.lr_schedule == "cosine":
+            self.lr_schedule = optax.cosine_decay_schedule(cfg.learning_rate,
+                                                           self.total_train_steps)
+        else:
+            self.lr_schedule = optax.constant_schedule(cfg.learning_rate)
+        self.optimizer = optax.chain(
+            optax.clip_by_global_norm(cfg.max_grad_norm),
+            optax.adam(self.lr_schedule, eps=cfg.adam_eps))
+        self.replay = self._new_replay()
+        self.trace_counts: collections.Counter[str] = collections.Counter()
+        self._last_metrics: dict[str, float] = {}
+        self._init = jax.jit(self._init_impl)
+        self._act = jax.jit(self._act_impl, static_argnames="greedy")
+        self._value = jax.jit(self._value_impl)
+        self._train_step = jax.jit(self._train_step_impl)
+        self._temperature = jax.jit(self._temperature_impl)
+
+    def _new_replay(self) -> ReplayBuffer:
+        cfg = self.cfg
+        return ReplayBuffer(
+            max_size=cfg.replay_size, num_unroll_steps=cfg.unroll_steps, td_steps=cfg.td_steps,
+            gamma=cfg.gamma, max_age=cfg.replay_max_age, prioritized=cfg.prioritized,
+            priority_alpha=cfg.priority_alpha, priority_beta=cfg.priority_beta,
+            success_fraction=cfg.success_fraction)
+
+    # -- Agent protocol ------------------------------------------------------------------------
+
+    def init(self, rng: jax.Array, obs_example: Observation, num_envs: int) -> MuZeroState:
+        del num_envs  # the replay sizes itself on the first trajectory
+        self.replay = self._new_replay()  # a fresh state never trained on old data
+        return self._init(rng, self._filter(obs_example))
+
+    def params(self, state: MuZeroState) -> ActorParams:
+        return ActorParams(net=state.params, temperature=self._temperature(state.env_steps))
+
+    def initial_carry(self, num_envs: int) -> Carry:
+        return None
+
+    def act(self, params: ActorParams, obs: Observation, first: np.ndarray, carry: Carry,
+            rng: jax.Array, greedy: bool = False) -> ActOutput:
+        del first  # stateless encoder: nothing to reset
+        return self._act(params, self._filter(obs), rng, greedy=bool(greedy))
+
+    def value(self, params: ActorParams, obs: Observation, carry: Carry) -> jax.Array:
+        return self._value(params, self._filter(obs))
+
+    def learn(self, state: MuZeroState, trajectory: Trajectory,
+              rng: jax.Array) -> tuple[MuZeroState, Mapping[str, float]]:
+        cfg = self.cfg
+        t, n = trajectory.action.shape
+        extras = trajectory.extras
+        chex.assert_shape(extras["search_policy"], (t, n, self.num_actions))
+        chex.assert_shape(extras["root_value"], (t, n))
+        obs = {k: v[:-1] for k, v in self._filter(trajectory.obs).items()}  # obs[T] comes again
+        self.replay.add(obs, trajectory.action, trajectory.reward, trajectory.terminated,
+                        trajectory.truncated, trajectory.truncation_value,
+                        extras["search_policy"], extras["root_value"])
+        # Sampling follows the loop's key stream, so a run is reproducible from its seed.
+        key = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+        self.replay.rng = np.random.default_rng(np.asarray(key).ravel().tolist())
+
+        credit = float(state.update_credit)
+        if len(self.replay) >= min(cfg.warmup_steps, self.replay.max_live):
+            credit += cfg.replay_ratio * t * n / cfg.batch_size
+        num_steps = int(credit)
+        params, opt_state, train_steps = state.params, state.opt_state, state.train_steps
+        step_metrics = []
+        for _ in range(num_steps):
+            batch = self.replay.sample(cfg.batch_size)
+            params, opt_state, metrics, priority = self._train_step(
+                params, opt_state, train_steps, batch._replace(index=()))
+            if cfg.prioritized:
+                self.replay.update_priorities(batch.index, np.asarray(priority))
+            train_steps = train_steps + 1
+            step_metrics.append(metrics)
+        if step_metrics:
+            stacked = jax.device_get(step_metrics)
+            self._last_metrics = {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+        elif not self._last_metrics:  # still warming up: the same columns, empty
+            self._last_metrics = dict.fromkeys(
+                ("loss", "policy_loss", "value_loss", "reward_loss", "terminal_loss",
+                 "value_error", "grad_norm", "learning_rate"), float("nan"))
+        new_state = MuZeroState(
+            params=params, opt_state=opt_state, train_steps=train_steps,
+            env_steps=state.env_steps + t * n,
+            update_credit=jnp.asarray(credit - num_steps, jnp.float32))
+        metrics = dict(self._last_metrics)
+        metrics.update(
+            train_steps=float(train_steps), replay_size=float(len(self.replay)),
+            root_value_mean=float(np.mean(extras["root_value"])),
+            temperature=float(self._temperature(state.env_steps)))
+        return new_state, metrics
+
+    # -- jitted bodies -------------------------------------------------------------------------
+
+    def _filter(self, obs: Observation) -> Observation:
+        # Unused keys would only cost host->device copies and replay memory.
+        return {k: v for k, v in obs.items() if k in self.encoder_cfg.used_keys()}
+
+    def _init_impl(self, rng: jax.Array, obs: Observation) -> MuZeroState:
+        batch = next(iter(obs.values())).shape[0]
+        params = self.network.init(rng, obs, jnp.zeros(batch, jnp.int32))
+        return MuZeroState(params=params, opt_state=self.optimizer.init(params),
+                           train_steps=jnp.zeros((), jnp.int32),
+                           env_steps=jnp.zeros((), jnp.int32),
+                           update_credit=jnp.zeros((), jnp.float32))
+
+    def _temperature_impl(self, env_steps: jax.Array) -> jax.Array:
+        progress = env_steps.astype(jnp.float32) / self.total_env_steps
+        return temperature_at(self.cfg.temperature_schedule, progress)
+
+    def _recurrent_fn(self, params: Params, rng: jax.Array, action: jax.Array,
+                      latent: jax.Array) -> tuple[mctx.RecurrentFnOutput, jax.Array]:
+        del rng
+        s = self.cfg.support_size
+        next_latent, reward_logits, terminal_logit, logits, value_logits = self.network.apply(
+            params, latent, action, method=MuZeroNetwork.recurrent_inference)
+        reward = logits_to_scalar(reward_logits, s)  # [N]
+        # Past a predicted episode end nothing counts: the model's imagination there (trained
+        # for at most K steps) would otherwise add rewards that never come.
+        discount = self.cfg.gamma * (1.0 - jax.nn.sigmoid(terminal_logit))  # [N]
+        out = mctx.RecurrentFnOutput(
+            reward=reward, discount=discount, prior_logits=logits,
+            value=logits_to_scalar(value_logits, s))
+        return out, next_latent
+
+    def _act_impl(self, params: ActorParams, obs: Observation, rng: jax.Array,
+                  greedy: bool) -> ActOutput:
+        self.trace_counts["act"] += 1
+        cfg = self.cfg
+        latent, logits, value_logits = self.network.apply(
+            params.net, obs, method=MuZeroNetwork.initial_inference)
+        root = mctx.RootFnOutput(prior_logits=logits,
+                                 value=logits_to_scalar(value_logits, cfg.support_size),
+                                 embedding=latent)
+        out = run_search(
+            params.net, rng, root, self._recurrent_fn, num_simulations=cfg.num_simulations,
+            pb_c_init=cfg.pb_c_init, pb_c_base=cfg.pb_c_base,
+            dirichlet_alpha=cfg.dirichlet_alpha, dirichlet_fraction=cfg.dirichlet_fraction,
+            temperature=params.temperature, greedy=greedy)
+        extras = {"search_policy": out.search_policy, "root_value": out.root_value}
+        return ActOutput(action=out.action, extras=extras, carry=None)
+
+    def _value_impl(self, params: ActorParams, obs: Observation) -> jax.Array:
+        self.trace_counts["value"] += 1
+        _, _, value_logits = self.network.apply(params.net, obs,
+                                                method=MuZeroNetwork.initial_inference)
+        return logits_to_scalar(value_logits, self.cfg.support_size)  # [N]
+
+    def _loss(self, params: Params, batch: ReplayBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        cfg = self.cfg
+        k = cfg.unroll_steps
+        chex.assert_shape(batch.action, (None, k))
+        latent, logits0, value_logits0 = self.network.apply(
+            params, batch.obs, method=MuZeroNetwork.initial_inference)
+
+        def step(latent, action):
+            next_latent, reward_logits, terminal_logit, logits, value_logits = (
+                self.network.apply(params, latent, action,
+                                   method=MuZeroNetwork.recurrent_inference))
+            # MuZero halves the gradient into the dynamics at every step, so the total
+            # gradient reaching the representation does not grow with the unroll length.
+            return scale_gradient(next_latent, 0.5), (reward_logits, terminal_logit, logits,
+                                                      value_logits)
+
+        _, (reward_logits, terminal_logits, logits, value_logits) = jax.lax.scan(
+            step, latent, jnp.swapaxes(batch.action, 0, 1))  # each [K, B, ...]
+        policy_logits = jnp.concatenate([logits0[None], logits], 0).swapaxes(0, 1)  # [B, K+1, A]
+        value_logits = jnp.concatenate([value_logits0[None], value_logits],
+                                       0).swapaxes(0, 1)  # [B, K+1, 2S+1]
+        reward_logits = reward_logits.swapaxes(0, 1)  # [B, K, 2S+1]
+        terminal_logits = terminal_logits.swapaxes(0, 1)  # [B, K]
+        losses = unroll_losses(policy_logits, value_logits, reward_logits, terminal_logits,
+                               batch, cfg.support_size)
+        # The root counts 1, each unrolled step 1/K (MuZero's gradient scaling of the losses).
+        step_weight = jnp.concatenate([jnp.ones(1), jnp.full(k, 1.0 / k)])  # [K+1]
+        policy = losses.policy @ step_weight  # [B]
+        value = losses.value @ step_weight  # [B]
+        reward = losses.reward.sum(-1) / k  # [B]
+        terminal = losses.terminal.sum(-1) / k  # [B]
+        per_sample = (cfg.policy_loss_weight * policy + cfg.value_loss_weight * value
+                      + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal)
+        loss = jnp.mean(batch.weight * per_sample)
+        predicted = logits_to_scalar(value_logits[:, 0], cfg.support_size)  # [B]
+        error = jnp.abs(batch.value_target[:, 0] - predicted)  # [B]
+        aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
+               "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
+               "value_error": error.mean(), "priority": error}
+        return loss, aux
+
+    def _train_step_impl(self, params: Params, opt_state: optax.OptState, step: jax.Array,
+                         batch: ReplayBatch) -> tuple[Params, optax.OptState, dict[str, Any],
+                                                      jax.Array]:
+        self.trace_counts["train"] += 1
+        (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(params, batch)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        priority = aux.pop("priority")
+        metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads),
+                       learning_rate=jnp.asarray(self.lr_schedule(step), jnp.float32))
+        return params, opt_state, metrics, priority
+
+
+def make_muzero_agent(cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
+                      total_env_steps: int) -> MuZeroAgent:
+    """A MuZero agent; ``total_env_steps`` sets the temperature and lr schedules' length."""
+    return MuZeroAgent(cfg, encoder_cfg, num_actions, total_env_steps)

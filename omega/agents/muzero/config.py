@@ -1,0 +1,75 @@
+"""MuZero hyperparameters. Defaults are sized for small MiniHack rooms on a CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, float | None]:
+    return {"min": lo, "max": hi}  # read by omega.config's validation
+
+
+@dataclasses.dataclass(frozen=True)
+class MuZeroConfig:
+    # Networks (the representation is the experiment's `model:` encoder + a projection).
+    latent_dim: int = dataclasses.field(default=64, metadata=_range(2))
+    dynamics_hidden: int = dataclasses.field(default=128, metadata=_range(1))
+    prediction_hidden: int = dataclasses.field(default=128, metadata=_range(1))
+    # Value and reward are categorical over the integers -S..S after h(x).
+    support_size: int = dataclasses.field(default=10, metadata=_range(1))
+    # Search
+    num_simulations: int = dataclasses.field(default=16, metadata=_range(1))
+    pb_c_init: float = dataclasses.field(default=1.25, metadata=_range(0.0))
+    pb_c_base: float = dataclasses.field(default=19652.0, metadata=_range(1.0))
+    dirichlet_alpha: float = dataclasses.field(default=0.3, metadata=_range(0.0))
+    dirichlet_fraction: float = dataclasses.field(default=0.25, metadata=_range(0.0, 1.0))
+    # (fraction of total_env_steps, temperature) pairs: from each fraction on, actions are
+    # sampled from visit counts ** (1 / temperature). The first fraction must be 0.
+    temperature_schedule: tuple[tuple[float, float], ...] = ((0.0, 1.0), (0.5, 0.5),
+                                                             (0.75, 0.25))
+    gamma: float = dataclasses.field(default=0.99, metadata=_range(0.0, 1.0))
+    # Acting
+    rollout_length: int = dataclasses.field(default=8, metadata=_range(1))  # T per learn call
+    # Replay
+    replay_size: int = dataclasses.field(default=100_000, metadata=_range(1))  # env steps
+    replay_max_age: int | None = dataclasses.field(default=None, metadata=_range(1))
+    warmup_steps: int = dataclasses.field(default=2_000, metadata=_range(0))
+    prioritized: bool = True
+    priority_alpha: float = dataclasses.field(default=0.6, metadata=_range(0.0))
+    priority_beta: float = dataclasses.field(default=0.4, metadata=_range(0.0, 1.0))
+    success_fraction: float | None = dataclasses.field(default=None, metadata=_range(0.0, 1.0))
+    # Learning
+    unroll_steps: int = dataclasses.field(default=5, metadata=_range(1))  # K
+    td_steps: int = dataclasses.field(default=10, metadata=_range(1))  # n
+    batch_size: int = dataclasses.field(default=128, metadata=_range(1))
+    # Sampled sequences (batch_size x train steps) per env step added, after warm-up.
+    replay_ratio: float = dataclasses.field(default=0.5, metadata=_range(0.0))
+    learning_rate: float = dataclasses.field(default=1e-3, metadata=_range(0.0))
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    adam_eps: float = dataclasses.field(default=1e-8, metadata=_range(0.0))
+    max_grad_norm: float = dataclasses.field(default=5.0, metadata=_range(0.0))
+    policy_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
+    reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError("lr_schedule must be 'constant', 'linear' or 'cosine', got "
+                             f"{self.lr_schedule!r}")
+        schedule = self.temperature_schedule
+        if not schedule or schedule[0][0] != 0.0:
+            raise ValueError("temperature_schedule must start with a [0.0, temperature] pair")
+        fractions = [f for f, _ in schedule]
+        if fractions != sorted(fractions) or any(not 0.0 <= f <= 1.0 for f in fractions):
+            raise ValueError("temperature_schedule fractions must rise from 0 to at most 1, got "
+                             f"{fractions}")
+        if any(t < 0.0 for _, t in schedule):
+            raise ValueError("temperature_schedule temperatures must be >= 0")
+        if self.warmup_steps > self.replay_size:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= replay_size "
+                             f"({self.replay_size}), or training never starts")
+        if self.replay_max_age is not None and self.warmup_steps > self.replay_max_age:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= replay_max_age "
+                             f"({self.replay_max_age}), or training never starts")

@@ -1,0 +1,309 @@
+"""A host-side sequence replay buffer for model-based agents (MuZero): numpy only, no JAX.
+
+Layout
+------
+Data is stored per env, time-major, in ring buffers of ``C = ceil(max_size / N)`` slots::
+
+    obs[key]        [N, C, ...]   obs[key][e, s] was seen when action[e, s] was chosen
+    action          [N, C]        int32
+    reward          [N, C]        float32, reward of that step
+    terminated      [N, C]        bool, the step ended the episode in a terminal state
+    truncated       [N, C]        bool, the step hit a time limit (not terminal)
+    truncation_value [N, C]       float32, value of the real final obs of a truncated episode
+    search_policy   [N, C, A]     float32, the search's visit distribution at obs[e, s]
+    root_value      [N, C]        float32, the search's value estimate of obs[e, s]
+    outcome         [N, C]        int8, 1 / -1 once the step's episode ended in success /
+                                  failure, 0 while it runs (success: terminal reward > 0)
+    priority        [N, C]        float64, raw priority of a sequence starting at that step
+
+All envs advance in lock-step (one :class:`~omega.agents.base.Trajectory` adds ``T`` steps
+to every env), so one counter ``time`` (steps added per env) indexes the whole buffer:
+step ``tau`` of env ``e`` lives in slot ``tau % C``. The live steps are
+``[oldest, time)``: the ``C`` newest, and only those at most ``max_age`` env steps old
+(ages and sizes count steps summed over envs, like the training budget).
+
+Sampling
+--------
+``sample`` draws ``B`` sequence starts ``(e, tau)`` from the live steps (uniformly or in
+proportion to ``priority ** alpha``, optionally with a fixed fraction from successful
+episodes) and returns unroll targets for ``K + 1`` positions ``tau .. tau + K``:
+
+- values: n-step returns ``sum_i gamma^i r_{tau+i} + gamma^m root_value_{tau+m}``, cut at
+  an episode end (a terminal adds nothing, a time limit adds ``gamma^(j+1)`` times its
+  ``truncation_value``) and shortened near the newest stored step (see
+  :func:`nstep_value_targets`);
+- past a terminal step the episode is absorbing: reward and value targets 0, no policy loss,
+  terminal targets 1 (from the terminal step itself on);
+- past a time limit or the newest stored step nothing is known: every loss is masked;
+- actions past an episode end are uniform random (the model must handle any action there).
+
+Priorities are updated by the learner after each train step (``update_priorities``); new
+steps get the largest priority seen so far, so each is likely to be replayed once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+PRIORITY_EPS = 1e-3  # keeps every live step sampleable
+
+
+class ReplayBatch(NamedTuple):
+    """``B`` sampled sequences; ``K`` unroll steps."""
+
+    obs: dict[str, np.ndarray]  # [B, ...] observation at each sequence start
+    action: np.ndarray  # [B, K] int32
+    reward_target: np.ndarray  # [B, K] float32, reward of unroll step k (into position k+1)
+    reward_mask: np.ndarray  # [B, K] float32 (also masks terminal_target)
+    terminal_target: np.ndarray  # [B, K] float32, 1 where unroll step k ended the episode
+    # in a terminal state or follows one (absorbing), 0 otherwise (time limits included)
+    value_target: np.ndarray  # [B, K+1] float32
+    value_mask: np.ndarray  # [B, K+1] float32
+    policy_target: np.ndarray  # [B, K+1, A] float32
+    policy_mask: np.ndarray  # [B, K+1] float32
+    weight: np.ndarray  # [B] float32, importance weight (1 without prioritised sampling)
+    index: tuple[np.ndarray, np.ndarray]  # ([B] env, [B] slot): for update_priorities
+
+
+def nstep_value_targets(reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                        truncation_value: np.ndarray, root_value: np.ndarray,
+                        known: np.ndarray, gamma: float) -> np.ndarray:
+    """n-step bootstrapped value targets [...] for windows starting at step ``p``.
+
+    ``reward``, ``terminated``, ``truncated``, ``truncation_value`` are [..., n] for steps
+    ``p .. p+n-1``; ``root_value`` is [..., n+1] for ``p .. p+n``; ``known`` [...] >= 1 is how
+    many steps from ``p`` on are stored (entries past them are ignored). The target sums
+    discounted rewards up to the first episode end within ``n`` steps, adding
+    ``gamma^(j+1) truncation_value`` when that end is a time limit and nothing when it is
+    terminal. Without an end it bootstraps ``gamma^m root_value[m]`` with ``m = n``, or
+    ``m = known - 1`` when fewer steps are stored (the last stored step has no successor yet).
+    """
+    n = reward.shape[-1]
+    assert root_value.shape[-1] == n + 1, (root_value.shape, n)
+    i = np.arange(n)
+    done = terminated | truncated
+    # alive[..., i]: no episode end among steps 0 .. i-1 of the window.
+    alive = np.concatenate([np.ones(done.shape[:-1] + (1,), bool),
+                            np.cumprod(~done, axis=-1)[..., :-1].astype(bool)], axis=-1)
+    limit = np.minimum(known, n)[..., None]
+    ends_here = alive & done & (i < limit)  # at most one True per window
+    ended = ends_here.any(axis=-1)
+    m = np.clip(np.minimum(known - 1, n), 0, n)  # bootstrap offset without an end
+    used = alive & np.where(ended[..., None], i < limit, i < m[..., None])
+    discounts = gamma ** i  # [n]
+    ret = np.sum(np.where(used, reward, 0.0) * discounts, axis=-1)
+    ret += np.sum(np.where(ends_here & truncated & ~terminated, truncation_value, 0.0)
+                  * gamma ** (i + 1), axis=-1)
+    boot = np.take_along_axis(root_value, m[..., None], axis=-1)[..., 0]
+    ret += np.where(ended, 0.0, gamma ** m * boot)
+    return ret.astype(np.float32)
+
+
+class ReplayBuffer:
+    """See the module docstring. Storage is allocated on the first ``add``."""
+
+    def __init__(self, max_size: int, num_unroll_steps: int, td_steps: int, gamma: float,
+                 max_age: int | None = None, prioritized: bool = False,
+                 priority_alpha: float = 0.6, priority_beta: float = 0.4,
+                 success_fraction: float | None = None, seed: int = 0):
+        if max_size < 1 or num_unroll_steps < 0 or td_steps < 1:
+            raise ValueError("max_size >= 1, num_unroll_steps >= 0 and td_steps >= 1 required")
+        self.max_size = int(max_size)
+        self.max_age = None if max_age is None else int(max_age)
+        self.unroll = int(num_unroll_steps)
+        self.td_steps = int(td_steps)
+        self.gamma = float(gamma)
+        self.prioritized = bool(prioritized)
+        self.alpha = float(priority_alpha)
+        self.beta = float(priority_beta)
+        self.success_fraction = success_fraction
+        self.rng = np.random.default_rng(seed)
+        self.num_envs = 0
+        self.capacity = 0  # slots per env
+        self.time = 0  # steps added per env
+        self.data: dict[str, np.ndarray] = {}
+        self.obs: dict[str, np.ndarray] = {}
+        self._episode_start = np.zeros(0, np.int64)  # [N] time of each env's current episode
+        self._max_priority = 1.0
+
+    # -- size --------------------------------------------------------------------------------
+
+    @property
+    def oldest(self) -> int:
+        """Oldest live time index (per env)."""
+        lo = self.time - self.capacity
+        if self.max_age is not None and self.num_envs:
+            lo = max(lo, self.time - self.max_age // self.num_envs)
+        return max(lo, 0)
+
+    @property
+    def max_live(self) -> int:
+        """The most live steps the buffer can hold, summed over envs."""
+        if not self.num_envs:
+            return self.max_size if self.max_age is None else min(self.max_size, self.max_age)
+        per_env = self.capacity
+        if self.max_age is not None:
+            per_env = min(per_env, self.max_age // self.num_envs)
+        return per_env * self.num_envs
+
+    def __len__(self) -> int:
+        """Live steps, summed over envs."""
+        return (self.time - self.oldest) * self.num_envs
+
+    # -- adding ------------------------------------------------------------------------------
+
+    def _allocate(self, obs: Mapping[str, np.ndarray], num_actions: int) -> None:
+        n = self.num_envs
+        c = self.capacity = math.ceil(self.max_size / n)
+        self.obs = {k: np.zeros((n, c) + v.shape[2:], v.dtype) for k, v in obs.items()}
+        self.data = {
+            "action": np.zeros((n, c), np.int32),
+            "reward": np.zeros((n, c), np.float32),
+            "terminated": np.zeros((n, c), bool),
+            "truncated": np.zeros((n, c), bool),
+            "truncation_value": np.zeros((n, c), np.float32),
+            "search_policy": np.zeros((n, c, num_actions), np.float32),
+            "root_value": np.zeros((n, c), np.float32),
+            "outcome": np.zeros((n, c), np.int8),
+            "priority": np.zeros((n, c), np.float64),
+        }
+        self._episode_start = np.zeros(n, np.int64)
+
+    def add(self, obs: Mapping[str, np.ndarray], action: np.ndarray, reward: np.ndarray,
+            terminated: np.ndarray, truncated: np.ndarray, truncation_value: np.ndarray,
+            search_policy: np.ndarray, root_value: np.ndarray) -> None:
+        """Appends ``T`` steps of ``N`` envs, time-major: obs [T, N, ...] (no bootstrap obs),
+        the rest [T, N] (search_policy [T, N, A]). Consecutive calls continue each env."""
+        t, n = np.shape(action)
+        if not self.num_envs:
+            self.num_envs = n
+            self._allocate(obs, np.shape(search_policy)[-1])
+        if n != self.num_envs:
+            raise ValueError(f"replay holds {self.num_envs} envs, got a batch of {n}")
+        if t > self.capacity:
+            raise ValueError(f"a batch of {t} steps per env exceeds the capacity {self.capacity}")
+        times = self.time + np.arange(t)  # [T]
+        slots = times % self.capacity
+        for k, v in obs.items():
+            self.obs[k][:, slots] = np.swapaxes(np.asarray(v)[:t], 0, 1)
+        new = {"action": action, "reward": reward, "terminated": terminated,
+               "truncated": truncated, "truncation_value": truncation_value,
+               "search_policy": search_policy, "root_value": root_value}
+        for k, v in new.items():
+            self.data[k][:, slots] = np.swapaxes(np.asarray(v, self.data[k].dtype), 0, 1)
+        self.data["outcome"][:, slots] = 0
+        self.data["priority"][:, slots] = self._max_priority
+        self.time += t
+
+        # Label finished episodes: success when the final step was terminal with reward > 0.
+        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+        for step, env in zip(*np.nonzero(terminated | truncated), strict=True):
+            end = times[step]
+            start = max(self._episode_start[env], self.oldest)
+            success = terminated[step, env] and reward[step, env] > 0
+            self.data["outcome"][env, np.arange(start, end + 1) % self.capacity] = (
+                1 if success else -1)
+            self._episode_start[env] = end + 1
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def _sample_starts(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(env [B], time [B], importance weight [B]) of sampled live steps."""
+        times = np.arange(self.oldest, self.time)  # [L] live times, the same for every env
+        slots = times % self.capacity
+        # Flat index i over the live steps: env i // L, time times[i % L].
+        score = (self.data["priority"][:, slots].ravel() ** self.alpha if self.prioritized
+                 else np.ones(self.num_envs * len(times)))
+        groups = [np.ones(len(score), bool)]
+        fractions = [1.0]
+        if self.success_fraction is not None:
+            success = self.data["outcome"][:, slots].ravel() == 1
+            if success.any() and (~success).any():
+                groups = [success, ~success]
+                fractions = [self.success_fraction, 1.0 - self.success_fraction]
+        # Each group gets its share of the batch; within a group, sampling follows the score.
+        # Importance weights undo the prioritisation inside a group, not the balancing between
+        # groups (which is the point of balancing).
+        counts = self.rng.multinomial(batch_size, fractions)
+        picks, weights = [], []
+        for members, count in zip(groups, counts, strict=True):
+            if count == 0:
+                continue
+            idx = np.flatnonzero(members) if len(groups) > 1 else np.arange(len(score))
+            p = score[idx] / score[idx].sum()
+            chosen = self.rng.choice(len(idx), size=count, p=p)
+            picks.append(idx[chosen])
+            weights.append((len(idx) * p[chosen]) ** -self.beta)
+        pick = np.concatenate(picks)
+        weight = np.concatenate(weights)
+        weight = weight / weight.max() if self.prioritized else np.ones_like(weight)
+        env, offset = np.divmod(pick, len(times))
+        return env, times[offset], weight.astype(np.float32)
+
+    def sample(self, batch_size: int) -> ReplayBatch:
+        if len(self) == 0:
+            raise ValueError("the replay buffer is empty")
+        env, start, weight = self._sample_starts(batch_size)
+        k, n, c = self.unroll, self.td_steps, self.capacity
+        d = self.data
+        newest = self.time - 1
+
+        # Steps start .. start + K - 1 (the unrolled transitions).
+        steps = start[:, None] + np.arange(k)  # [B, K]
+        known = steps <= newest
+        s = steps % c
+        term = d["terminated"][env[:, None], s] & known
+        done = term | d["truncated"][env[:, None], s] | ~known
+        # The first end of the sampled episode decides what follows it: a terminal makes the
+        # rest absorbing; a time limit or missing data makes it unknown.
+        first_end = np.where(done.any(axis=1), np.argmax(done, axis=1), k)  # [B]
+        ended_terminal = np.zeros(len(env), bool)  # [B]
+        if k:
+            ended_terminal = (first_end < k) & term[np.arange(len(env)),
+                                                    np.minimum(first_end, k - 1)]
+        position = np.arange(k + 1)  # [K+1]
+        inside = (position <= first_end[:, None]) & (start[:, None] + position <= newest)
+        after_term = (position > first_end[:, None]) & ended_terminal[:, None]  # [B, K+1]
+
+        random_actions = self.rng.integers(0, d["search_policy"].shape[-1], (len(env), k))
+        action = np.where(inside[:, :-1], d["action"][env[:, None], s], random_actions)
+        # The step into a terminal is inside; every later step (absorbing) has reward 0.
+        reward = np.where(inside[:, :-1], d["reward"][env[:, None], s], 0.0)
+        reward_mask = inside[:, :-1] | after_term[:, :-1]
+
+        # Value targets at positions start .. start + K.
+        pos = start[:, None] + np.arange(k + 1)  # [B, K+1]
+        win = pos[..., None] + np.arange(n)  # [B, K+1, n]
+        win_s = win % c
+        e3 = env[:, None, None]
+        value = nstep_value_targets(
+            d["reward"][e3, win_s], d["terminated"][e3, win_s], d["truncated"][e3, win_s],
+            d["truncation_value"][e3, win_s],
+            d["root_value"][e3, np.concatenate([win, win[..., -1:] + 1], -1) % c],
+            np.maximum(newest - pos + 1, 1), self.gamma)
+        value = np.where(inside, value, 0.0)
+        value_mask = inside | after_term
+
+        policy = d["search_policy"][env[:, None], pos % c]  # [B, K+1, A]
+        policy = np.where(inside[..., None], policy, 0.0)
+
+        start_slot = start % c
+        obs = {key: v[env, start_slot] for key, v in self.obs.items()}
+        f32 = np.float32
+        return ReplayBatch(
+            obs=obs, action=action.astype(np.int32), reward_target=reward.astype(f32),
+            reward_mask=reward_mask.astype(f32), terminal_target=after_term[:, 1:].astype(f32),
+            value_target=value.astype(f32),
+            value_mask=value_mask.astype(f32), policy_target=policy.astype(f32),
+            policy_mask=inside.astype(f32), weight=weight, index=(env, start_slot))
+
+    def update_priorities(self, index: tuple[np.ndarray, np.ndarray],
+                          priority: np.ndarray) -> None:
+        """Sets the raw priorities (e.g. |value target - predicted value|) of sampled starts."""
+        priority = np.abs(np.asarray(priority, np.float64)) + PRIORITY_EPS
+        self.data["priority"][index] = priority
+        self._max_priority = max(self._max_priority, float(priority.max()))

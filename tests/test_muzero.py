@@ -1,0 +1,328 @@
+"""MuZero: transforms, search on a hand-built model, config, act/learn shapes, jit hygiene,
+checkpointable state, learning on a contextual bandit (and failing with a broken loss), and
+the CLI end to end.
+
+Agents are tiny and shared between tests: on a small CPU most of the time is XLA compiles.
+"""
+
+import dataclasses
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import pytest
+from flax import serialization
+
+from omega.agents import build_agent
+from omega.agents.base import Trajectory
+from omega.agents.muzero import MuZeroConfig, make_muzero_agent
+from omega.agents.muzero import agent as mz
+from omega.agents.muzero.networks import logits_to_scalar, scalar_to_two_hot, scale_gradient
+from omega.cli.main import main
+from omega.config import config_from_dict
+from omega.errors import ConfigError
+from omega.models.encoders import EncoderConfig
+
+TINY = EncoderConfig(kind="plain", map="crop", embed_dim=8, glyph_features=False,
+                     cnn_channels=(), mlp_hidden=32, blstats_hidden=8, output_dim=32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """These programs are tiny: XLA's optimisation passes would take longer than running them
+    unoptimised. Scoped to this module so other tests compile as usual."""
+    old = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+
+
+def test_value_transform_round_trips():
+    x = jnp.array([-50.0, -1.0, -0.3, 0.0, 0.01, 0.7, 1.0, 3.5, 20.0, 100.0])
+    two_hot = scalar_to_two_hot(x, 10)  # [10, 21]
+    chex.assert_shape(two_hot, (10, 21))
+    np.testing.assert_allclose(two_hot.sum(-1), 1.0, rtol=1e-5)
+    assert int(jnp.max(jnp.sum(two_hot > 0, -1))) <= 2
+    back = logits_to_scalar(jnp.log(two_hot), 10)
+    np.testing.assert_allclose(back, x, rtol=2e-3, atol=2e-3)
+    # Beyond the support's range the target is clipped to its edge.
+    assert float(logits_to_scalar(jnp.log(scalar_to_two_hot(jnp.array(1e6), 10)), 10)) < 1e3
+
+
+def test_scale_gradient():
+    f = lambda x: jnp.sum(scale_gradient(x, 0.5) ** 2)  # noqa: E731
+    x = jnp.array([1.0, -2.0])
+    assert float(f(x)) == pytest.approx(5.0)
+    np.testing.assert_allclose(jax.grad(f)(x), 0.5 * 2 * x)
+
+
+def test_temperature_schedule():
+    schedule = ((0.0, 1.0), (0.5, 0.5), (0.75, 0.25))
+    temps = [float(mz.temperature_at(schedule, jnp.float32(p))) for p in (0, 0.49, 0.5, 0.8, 2)]
+    assert temps == [1.0, 1.0, 0.5, 0.25, 0.25]
+
+
+# ---------------------------------------------------------------------------------------------
+# Search on a hand-built deterministic model
+
+# States 0..2: action 0 pays 0.5 now and ends in the dead state 1; action 1 pays nothing now
+# but leads to state 2, where every action pays 2. With discount 0.9 action 1 is worth 1.8.
+# States 3..5 are the mirror image (the actions swapped), so the right answer differs per root.
+REWARD = np.array([[0.5, 0.0], [0.0, 0.0], [2.0, 2.0],
+                   [0.0, 0.5], [0.0, 0.0], [2.0, 2.0]], np.float32)
+NEXT = np.array([[1, 2], [1, 1], [1, 1], [5, 4], [4, 4], [4, 4]], np.int32)
+
+
+def hand_recurrent_fn(params, rng, action, state):
+    del params, rng
+    reward = jnp.asarray(REWARD)[state, action]
+    out = mctx.RecurrentFnOutput(reward=reward, discount=jnp.full_like(reward, 0.9),
+                                 prior_logits=jnp.zeros((state.shape[0], 2)),
+                                 value=jnp.zeros_like(reward))
+    return out, jnp.asarray(NEXT)[state, action]
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_search_finds_the_delayed_reward(greedy):
+    roots = jnp.array([0, 3, 0, 3])
+    root = mctx.RootFnOutput(prior_logits=jnp.zeros((4, 2)), value=jnp.zeros(4), embedding=roots)
+    search = jax.jit(lambda rng: mz.run_search(
+        {}, rng, root, hand_recurrent_fn, num_simulations=64, pb_c_init=1.25, pb_c_base=19652,
+        dirichlet_alpha=0.3, dirichlet_fraction=0.25, temperature=0.0, greedy=greedy))
+    out = search(jax.random.PRNGKey(0))
+    chex.assert_shape(out.action, (4,))
+    chex.assert_shape(out.search_policy, (4, 2))
+    chex.assert_shape(out.root_value, (4,))
+    # A one-step lookahead would take the 0.5; the search sees the 1.8 behind it.
+    np.testing.assert_array_equal(out.action, [1, 0, 1, 0])
+    np.testing.assert_allclose(out.search_policy.sum(-1), 1.0, rtol=1e-6)
+    assert np.all(out.search_policy[[0, 2], 1] > 0.5) and np.all(out.search_policy[[1, 3], 0] > 0.5)
+    assert np.all(np.asarray(out.root_value) > 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+def test_config_builds_the_agent():
+    cfg = config_from_dict({
+        "agent_type": "muzero",
+        "muzero": {"num_simulations": 4, "rollout_length": 6,
+                   "temperature_schedule": [[0.0, 1.0], [0.5, 0.25]]},
+        "model": {"embed_dim": 8, "cnn_channels": [], "mlp_hidden": 16, "output_dim": 16},
+    })
+    assert cfg.muzero.temperature_schedule == ((0.0, 1.0), (0.5, 0.25))
+    agent, rollout_length = build_agent(cfg, 8)
+    assert isinstance(agent, mz.MuZeroAgent) and rollout_length == 6
+    assert agent.num_actions == 8
+
+
+@pytest.mark.parametrize("muzero, message", [
+    ({"temperature_schedule": [[0.1, 1.0]]}, "must start with a [0.0, temperature] pair"),
+    ({"temperature_schedule": [[0.0, 1.0], [0.5]]}, "must have 2 items"),
+    ({"warmup_steps": 5000, "replay_size": 1000}, "training never starts"),
+    ({"dirichlet_fraction": 1.5}, "'muzero.dirichlet_fraction' must be between 0.0 and 1.0"),
+    ({"lr_schedule": "step"}, "'muzero.lr_schedule' must be one of"),
+])
+def test_bad_muzero_config_is_a_config_error(muzero, message):
+    with pytest.raises(ConfigError, match=None) as e:
+        config_from_dict({"agent_type": "muzero", "muzero": muzero})
+    assert message in str(e.value)
+
+
+def test_recurrent_encoder_is_refused():
+    with pytest.raises(ConfigError, match="model.recurrent"):
+        config_from_dict({"agent_type": "muzero",
+                          "model": {"kind": "perceiver", "recurrent": True}})
+
+
+# ---------------------------------------------------------------------------------------------
+# A contextual bandit built directly as Trajectory arrays: the centre glyph of a 3x3 crop says
+# which of 4 actions pays +1. Every step is a one-step episode, so only a reward model that
+# tells the actions apart lets the search (and then the prior) choose well.
+
+FLOOR = 2378
+CONTEXT_GLYPHS = np.array([2360, 2361, 2380, 2383], np.int16)
+T, N, A = 4, 16, 4
+BANDIT = MuZeroConfig(
+    latent_dim=16, dynamics_hidden=32, prediction_hidden=32, support_size=5,
+    num_simulations=8, rollout_length=T, replay_size=2048, warmup_steps=T * N, batch_size=32,
+    replay_ratio=8.0, unroll_steps=2, td_steps=2, learning_rate=3e-3)
+
+
+def bandit_obs(contexts):
+    crop = np.full(contexts.shape + (3, 3), FLOOR, np.int16)
+    crop[..., 1, 1] = CONTEXT_GLYPHS[contexts]
+    return {"glyphs_crop": crop}
+
+
+def bandit_rollout(agent, params, rng, np_rng):
+    contexts = np_rng.integers(0, 4, (T + 1, N))
+    obs = bandit_obs(contexts)
+    actions, extras = [], []
+    for t in range(T):
+        rng, key = jax.random.split(rng)
+        out = agent.act(params, {k: v[t] for k, v in obs.items()}, np.ones(N, bool), None, key)
+        actions.append(np.asarray(out.action))
+        extras.append({k: np.asarray(v) for k, v in out.extras.items()})
+    action = np.stack(actions)
+    reward = (action == contexts[:T]).astype(np.float32)
+    return Trajectory(
+        obs=obs, first=np.ones((T + 1, N), bool), action=action, reward=reward,
+        terminated=np.ones((T, N), bool), truncated=np.zeros((T, N), bool),
+        truncation_value=np.zeros((T, N), np.float32),
+        extras={k: np.stack([e[k] for e in extras]) for k in extras[0]}, initial_carry=None)
+
+
+def greedy_accuracy(agent, params):
+    contexts = np.arange(N) % 4
+    out = agent.act(params, bandit_obs(contexts), np.ones(N, bool), None,
+                    jax.random.PRNGKey(0), greedy=True)
+    return float(np.mean(np.asarray(out.action) == contexts))
+
+
+def train_bandit(agent, updates, seed=0):
+    rng = jax.random.PRNGKey(seed)
+    np_rng = np.random.default_rng(seed)
+    state = agent.init(rng, bandit_obs(np.zeros(1, int)), N)
+    accuracies, metrics = [], []
+    for _ in range(updates):
+        rng, roll_key, learn_key = jax.random.split(rng, 3)
+        traj = bandit_rollout(agent, agent.params(state), roll_key, np_rng)
+        state, m = agent.learn(state, traj, learn_key)
+        metrics.append(m)
+        accuracies.append(greedy_accuracy(agent, agent.params(state)))
+    return state, accuracies, metrics
+
+
+@pytest.fixture(scope="module")
+def bandit_run():
+    agent = make_muzero_agent(BANDIT, TINY, A, total_env_steps=40 * T * N)
+    state, accuracies, metrics = train_bandit(agent, updates=40)
+    return agent, state, accuracies, metrics
+
+
+def test_muzero_learns_contextual_bandit(bandit_run):
+    _, _, accuracies, metrics = bandit_run
+    assert accuracies[-1] >= 0.9, accuracies
+    assert max(accuracies[:2]) < 0.9, "the task must not be solved before learning"
+    assert metrics[-1]["reward_loss"] < 0.5 * metrics[1]["reward_loss"], metrics
+    for m in metrics[1:]:
+        assert all(np.isfinite(v) for v in m.values()), m
+
+
+def test_broken_reward_loss_fails_the_bandit_test(monkeypatch):
+    """A sign-flipped reward loss must not pass: proves the learning test can fail."""
+    orig = mz.unroll_losses
+
+    def flipped(*args, **kwargs):
+        losses = orig(*args, **kwargs)
+        return losses._replace(reward=-losses.reward)
+
+    monkeypatch.setattr(mz, "unroll_losses", flipped)
+    agent = make_muzero_agent(BANDIT, TINY, A, total_env_steps=40 * T * N)
+    _, accuracies, _ = train_bandit(agent, updates=25)
+    assert max(accuracies[-5:]) <= 0.6, accuracies
+
+
+def test_act_learn_shapes_and_jit_hygiene(bandit_run):
+    agent, state, _, metrics = bandit_run
+    params = agent.params(state)
+    obs = bandit_obs(np.arange(N) % 4)
+    out = agent.act(params, obs, np.ones(N, bool), None, jax.random.PRNGKey(1))
+    chex.assert_shape(out.action, (N,))
+    assert out.action.dtype == jnp.int32 and out.carry is None
+    chex.assert_shape(out.extras["search_policy"], (N, A))
+    chex.assert_shape(out.extras["root_value"], (N,))
+    np.testing.assert_allclose(out.extras["search_policy"].sum(-1), 1.0, rtol=1e-5)
+    v = agent.value(params, obs, None)
+    chex.assert_shape(v, (N,))
+    # The bandit pays 1 for the right action and the search finds it: V ~ 1.
+    assert 0.5 < float(np.mean(v)) < 1.5
+
+    assert agent.trace_counts["train"] == 1  # every train step, one trace
+    assert agent.trace_counts["act"] == 2  # greedy and sampling variants
+    # Warm-up is one rollout, then replay_ratio 8 with 64 steps / batch 32: 16 per learn.
+    assert int(state.train_steps) == 16 * 40 and int(state.env_steps) == 40 * T * N
+    expected = {"loss", "policy_loss", "value_loss", "reward_loss", "terminal_loss",
+                "value_error", "grad_norm",
+                "learning_rate", "train_steps", "replay_size", "root_value_mean", "temperature"}
+    assert expected <= set(metrics[-1])
+    assert metrics[-1]["learning_rate"] == pytest.approx(BANDIT.learning_rate)
+
+
+def test_warmup_then_replay_ratio():
+    cfg = dataclasses.replace(BANDIT, warmup_steps=3 * T * N, replay_ratio=0.25)
+    agent = make_muzero_agent(cfg, TINY, A, total_env_steps=10_000)
+    state = agent.init(jax.random.PRNGKey(0), bandit_obs(np.zeros(1, int)), N)
+    np_rng = np.random.default_rng(0)
+    steps = []
+    for i in range(6):
+        # Only learn is under test: random actions and a uniform "search" stand in for acting.
+        contexts = np_rng.integers(0, 4, (T + 1, N))
+        action = np_rng.integers(0, A, (T, N)).astype(np.int32)
+        traj = Trajectory(
+            obs=bandit_obs(contexts), first=np.ones((T + 1, N), bool), action=action,
+            reward=(action == contexts[:T]).astype(np.float32),
+            terminated=np.ones((T, N), bool), truncated=np.zeros((T, N), bool),
+            truncation_value=np.zeros((T, N), np.float32),
+            extras={"search_policy": np.full((T, N, A), 1.0 / A, np.float32),
+                    "root_value": np.zeros((T, N), np.float32)}, initial_carry=None)
+        state, m = agent.learn(state, traj, jax.random.PRNGKey(i))
+        steps.append(int(state.train_steps))
+        if i < 2:
+            assert np.isnan(m["loss"])  # warming up: the columns exist, empty
+        assert m["replay_size"] == (i + 1) * T * N
+    # 64 env steps * 0.25 / 32 = half a train step per learn once warm.
+    assert steps == [0, 0, 0, 1, 1, 2]
+    assert float(state.update_credit) == pytest.approx(0.0)
+    assert int(state.env_steps) == 6 * T * N
+
+
+def test_state_round_trips_and_replay_is_fresh(bandit_run):
+    agent, state, _, _ = bandit_run
+    restored = serialization.from_state_dict(
+        state, serialization.msgpack_restore(serialization.msgpack_serialize(
+            serialization.to_state_dict(jax.device_get(state)))))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restored, jax.device_get(state))
+    # The replay is no part of the state: a new agent (a resumed run) starts empty.
+    fresh = make_muzero_agent(BANDIT, TINY, A, total_env_steps=40 * T * N)
+    assert len(fresh.replay) == 0 and len(agent.replay) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI end to end
+
+
+def test_cli_make_run_eval(tmp_path, capsys):
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/muzero/room_5x5.yaml")
+                         .read_text())
+    cfg["record"]["every_n_episodes"] = 0
+    cfg["train"]["log_every_steps"] = 512
+    path = tmp_path / "room_5x5.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(path), "--output-dir", str(exp)]) == 0
+    assert main(["run", "--dir", str(exp), "--steps", "2048"]) == 0
+    import csv
+
+    with (exp / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert int(rows[-1]["env_steps"]) == 2048
+    assert float(rows[-1]["train_steps"]) > 0 and np.isfinite(float(rows[-1]["loss"]))
+    out_json = tmp_path / "eval.json"
+    assert main(["eval", "--dir", str(exp), "--episodes", "4", "--seed", "5",
+                 "--json", str(out_json)]) == 0
+    data = json.loads(out_json.read_text())
+    assert data["episodes"] == 4 and data["env_steps"] == 2048
