@@ -89,13 +89,15 @@ def hand_recurrent_fn(params, rng, action, state):
     return out, jnp.asarray(NEXT)[state, action]
 
 
+@pytest.mark.parametrize("search", ["muzero", "gumbel"])
 @pytest.mark.parametrize("greedy", [True, False])
-def test_search_finds_the_delayed_reward(greedy):
+def test_search_finds_the_delayed_reward(greedy, search):
     roots = jnp.array([0, 3, 0, 3])
     root = mctx.RootFnOutput(prior_logits=jnp.zeros((4, 2)), value=jnp.zeros(4), embedding=roots)
     search = jax.jit(lambda rng: mz.run_search(
         {}, rng, root, hand_recurrent_fn, num_simulations=64, pb_c_init=1.25, pb_c_base=19652,
-        dirichlet_alpha=0.3, dirichlet_fraction=0.25, temperature=0.0, greedy=greedy))
+        dirichlet_alpha=0.3, dirichlet_fraction=0.25, temperature=0.0, greedy=greedy,
+        search=search, max_considered_actions=2))
     out = search(jax.random.PRNGKey(0))
     chex.assert_shape(out.action, (4,))
     chex.assert_shape(out.search_policy, (4, 2))

@@ -229,3 +229,30 @@ def test_add_checks_env_count_and_capacity():
         add_steps(replay, 5, 2)
     with pytest.raises(ValueError, match="empty"):
         ReplayBuffer(max_size=8, num_unroll_steps=1, td_steps=1, gamma=0.9).sample(1)
+
+
+def test_fresh_bootstrap_split_rebuilds_the_stored_targets():
+    """value_partial + bootstrap_discount * root_value(bootstrap_obs) == value_target, so a
+    learner can swap the stored root values for its current network's values."""
+    rng = np.random.default_rng(0)
+    buf = ReplayBuffer(max_size=400, num_unroll_steps=3, td_steps=4, gamma=0.9)
+    t, n = 10, 4
+    for _ in range(5):
+        term = rng.random((t, n)) < 0.1
+        trunc = (rng.random((t, n)) < 0.05) & ~term
+        # Unique observations, so each bootstrap observation names its stored step.
+        buf.add({"x": rng.normal(size=(t, n, 2)).astype(np.float32)},
+                rng.integers(0, 3, (t, n)), rng.normal(size=(t, n)), term, trunc,
+                rng.normal(size=(t, n)), np.full((t, n, 3), 1 / 3), rng.normal(size=(t, n)))
+    batch = buf.sample(256)
+    root_value = {tuple(buf.obs["x"][e, s]): buf.data["root_value"][e, s]
+                  for e in range(n) for s in range(buf.capacity)}
+    boot = np.array([[root_value[tuple(x)] for x in row] for row in batch.bootstrap_obs["x"]])
+    assert batch.bootstrap_obs["x"].shape == (256, 4, 2)
+    rebuilt = batch.value_partial + batch.bootstrap_discount * boot
+    np.testing.assert_allclose(np.where(batch.value_mask > 0, rebuilt, 0.0),
+                               np.where(batch.value_mask > 0, batch.value_target, 0.0),
+                               atol=1e-5)
+    # Both kinds occur: targets that end inside their window and targets that bootstrap.
+    assert (batch.bootstrap_discount[batch.value_mask > 0] == 0).any()
+    assert (batch.bootstrap_discount > 0).any()

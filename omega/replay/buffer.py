@@ -66,6 +66,11 @@ class ReplayBatch(NamedTuple):
     policy_target: np.ndarray  # [B, K+1, A] float32
     policy_mask: np.ndarray  # [B, K+1] float32
     weight: np.ndarray  # [B] float32, importance weight (1 without prioritised sampling)
+    # The same value targets split for a learner that bootstraps with its current network:
+    # value_target == value_partial + bootstrap_discount * root_value(bootstrap_obs).
+    value_partial: np.ndarray  # [B, K+1] float32, the n-step target without its bootstrap
+    bootstrap_discount: np.ndarray  # [B, K+1] float32, gamma^m, 0 where nothing bootstraps
+    bootstrap_obs: dict[str, np.ndarray]  # [B, K+1, ...] the observation bootstrapped from
     index: tuple[np.ndarray, np.ndarray]  # ([B] env, [B] slot): for update_priorities
 
 
@@ -287,6 +292,18 @@ class ReplayBuffer:
             np.maximum(newest - pos + 1, 1), self.gamma)
         value = np.where(inside, value, 0.0)
         value_mask = inside | after_term
+        # The same targets without the stored bootstrap values, and where they bootstrap from.
+        zeros = np.zeros(win.shape, np.float32)
+        known_steps = np.maximum(newest - pos + 1, 1)
+        value_partial = np.where(inside, nstep_value_targets(
+            d["reward"][e3, win_s], d["terminated"][e3, win_s], d["truncated"][e3, win_s],
+            d["truncation_value"][e3, win_s], np.zeros(win.shape[:-1] + (n + 1,), np.float32),
+            known_steps, self.gamma), 0.0)
+        boot_discount = np.where(inside, nstep_value_targets(
+            zeros, d["terminated"][e3, win_s], d["truncated"][e3, win_s], zeros,
+            np.ones(win.shape[:-1] + (n + 1,), np.float32), known_steps, self.gamma), 0.0)
+        boot_slot = (pos + np.clip(np.minimum(known_steps - 1, n), 0, n)) % c  # [B, K+1]
+        bootstrap_obs = {key: v[env[:, None], boot_slot] for key, v in self.obs.items()}
 
         policy = d["search_policy"][env[:, None], pos % c]  # [B, K+1, A]
         policy = np.where(inside[..., None], policy, 0.0)
@@ -299,7 +316,9 @@ class ReplayBuffer:
             reward_mask=reward_mask.astype(f32), terminal_target=after_term[:, 1:].astype(f32),
             value_target=value.astype(f32),
             value_mask=value_mask.astype(f32), policy_target=policy.astype(f32),
-            policy_mask=inside.astype(f32), weight=weight, index=(env, start_slot))
+            policy_mask=inside.astype(f32), weight=weight,
+            value_partial=value_partial.astype(f32), bootstrap_discount=boot_discount.astype(f32),
+            bootstrap_obs=bootstrap_obs, index=(env, start_slot))
 
     def update_priorities(self, index: tuple[np.ndarray, np.ndarray],
                           priority: np.ndarray) -> None:

@@ -2,12 +2,15 @@
 from a replay buffer.
 
 Acting is one jitted call for all envs: the representation encodes every observation, then
-``mctx.muzero_policy`` searches ``num_simulations`` steps with the dynamics and prediction
-functions. Actions are sampled from the visit counts with a temperature that follows
-``temperature_schedule`` over the training budget (the temperature travels with the params
-the actor gets, :class:`ActorParams`); greedy acting (evaluation) adds no Dirichlet noise and
-takes the most visited action. ``act`` hands the learner the visit distribution
-(``search_policy`` [N, A]) and the search's root value (``root_value`` [N]).
+``mctx.muzero_policy`` (pUCT, ``search: muzero``) or ``mctx.gumbel_muzero_policy``
+(``search: gumbel``) searches ``num_simulations`` steps with the dynamics and prediction
+functions. With pUCT, training actions are sampled from the visit counts with a temperature
+that follows ``temperature_schedule`` over the training budget (the temperature travels with
+the params the actor gets, :class:`ActorParams`), after root Dirichlet noise; with Gumbel,
+exploration is the Gumbel noise of sequential halving. Greedy acting (evaluation) adds no
+noise: the most visited action (pUCT) or the deterministic halving winner (Gumbel). ``act``
+hands the learner the search policy (``search_policy`` [N, A]: visit distribution or
+improved policy) and the search's root value (``root_value`` [N]).
 
 Learning follows the :class:`~omega.agents.base.Agent` seam: ``learn(state, trajectory,
 rng)`` appends the trajectory to a host-side :class:`~omega.replay.ReplayBuffer` that the
@@ -15,8 +18,9 @@ agent object owns, then runs as many jitted train steps as ``replay_ratio`` asks
 (none until the buffer holds ``warmup_steps`` env steps). A train step unrolls the model
 ``K`` steps from a sampled observation along the stored actions (``lax.scan``), with
 cross-entropy losses to the search policies, the categorical n-step value targets (bootstrapped
-from stored root values, so no target network is kept), the categorical rewards and the
-episode ends (the search discounts by ``gamma * (1 - p_terminal)``); the latent
+with the current network's value of the stored observation n steps on, without gradient, or
+with the root value stored when acting if ``fresh_bootstrap`` is off), the categorical rewards
+and the episode ends (the search discounts by ``gamma * (1 - p_terminal)``); the latent
 gradient is halved at every unroll step and each unrolled step's loss is weighted 1/K, as in
 MuZero. With prioritised replay the losses are importance-weighted and the sampled starts get
 the new priority ``|value target - predicted value|`` after each step.
@@ -86,8 +90,24 @@ class SearchOutput(NamedTuple):
 def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
                recurrent_fn: mctx.RecurrentFn, *, num_simulations: int, pb_c_init: float,
                pb_c_base: float, dirichlet_alpha: float, dirichlet_fraction: float,
-               temperature: jax.Array | float, greedy: bool) -> SearchOutput:
-    """One batched MuZero search; greedy: no root noise and the most visited action."""
+               temperature: jax.Array | float, greedy: bool, search: str = "muzero",
+               max_considered_actions: int = 16, gumbel_scale: float = 1.0) -> SearchOutput:
+    """One batched search over all envs.
+
+    ``search="muzero"``: pUCT; the policy target is the visit distribution, training actions
+    are sampled from visits ** (1 / temperature) after root Dirichlet noise; greedy: no noise
+    and the most visited action. ``search="gumbel"``: Gumbel MuZero; the policy target is the
+    completed-Q improved policy, the action the one sequential halving keeps (Gumbel noise is
+    the exploration; greedy sets its scale to 0, so the choice is deterministic).
+    """
+    if search == "gumbel":
+        out = mctx.gumbel_muzero_policy(
+            params, rng, root, recurrent_fn, num_simulations,
+            max_num_considered_actions=max_considered_actions,
+            gumbel_scale=0.0 if greedy else gumbel_scale)
+        return SearchOutput(action=out.action.astype(jnp.int32),
+                            search_policy=out.action_weights,
+                            root_value=out.search_tree.summary().value)
     out = mctx.muzero_policy(
         params, rng, root, recurrent_fn, num_simulations,
         dirichlet_fraction=0.0 if greedy else dirichlet_fraction,
@@ -233,6 +253,8 @@ class MuZeroAgent:
         step_metrics = []
         for _ in range(num_steps):
             batch = self.replay.sample(cfg.batch_size)
+            if not cfg.fresh_bootstrap:  # not needed on the device
+                batch = batch._replace(bootstrap_obs={})
             params, opt_state, metrics, priority = self._train_step(
                 params, opt_state, train_steps, batch._replace(index=()))
             if cfg.prioritized:
@@ -303,7 +325,8 @@ class MuZeroAgent:
             params.net, rng, root, self._recurrent_fn, num_simulations=cfg.num_simulations,
             pb_c_init=cfg.pb_c_init, pb_c_base=cfg.pb_c_base,
             dirichlet_alpha=cfg.dirichlet_alpha, dirichlet_fraction=cfg.dirichlet_fraction,
-            temperature=params.temperature, greedy=greedy)
+            temperature=params.temperature, greedy=greedy, search=cfg.search,
+            max_considered_actions=cfg.max_considered_actions, gumbel_scale=cfg.gumbel_scale)
         extras = {"search_policy": out.search_policy, "root_value": out.root_value}
         return ActOutput(action=out.action, extras=extras, carry=None)
 
@@ -336,6 +359,15 @@ class MuZeroAgent:
                                        0).swapaxes(0, 1)  # [B, K+1, 2S+1]
         reward_logits = reward_logits.swapaxes(0, 1)  # [B, K, 2S+1]
         terminal_logits = terminal_logits.swapaxes(0, 1)  # [B, K]
+        if cfg.fresh_bootstrap:
+            boot_obs = {key: v.reshape((-1,) + v.shape[2:])
+                        for key, v in batch.bootstrap_obs.items()}  # [B*(K+1), ...]
+            _, _, boot_logits = self.network.apply(
+                jax.lax.stop_gradient(params), boot_obs, method=MuZeroNetwork.initial_inference)
+            boot_value = logits_to_scalar(boot_logits, cfg.support_size).reshape(
+                batch.value_partial.shape)  # [B, K+1]
+            batch = batch._replace(value_target=jax.lax.stop_gradient(
+                batch.value_partial + batch.bootstrap_discount * boot_value))
         losses = unroll_losses(policy_logits, value_logits, reward_logits, terminal_logits,
                                batch, cfg.support_size)
         # The root counts 1, each unrolled step 1/K (MuZero's gradient scaling of the losses).

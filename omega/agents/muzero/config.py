@@ -18,7 +18,13 @@ class MuZeroConfig:
     prediction_hidden: int = dataclasses.field(default=128, metadata=_range(1))
     # Value and reward are categorical over the integers -S..S after h(x).
     support_size: int = dataclasses.field(default=10, metadata=_range(1))
-    # Search
+    # Search: "muzero" is pUCT with visit-count policy targets (mctx.muzero_policy); "gumbel"
+    # is Gumbel MuZero (mctx.gumbel_muzero_policy): sequential halving at the root and the
+    # completed-Q improved policy as the target, which still improves the policy when the
+    # simulations are few compared with the actions.
+    search: Literal["muzero", "gumbel"] = "muzero"
+    max_considered_actions: int = dataclasses.field(default=16, metadata=_range(1))  # gumbel
+    gumbel_scale: float = dataclasses.field(default=1.0, metadata=_range(0.0))  # gumbel
     num_simulations: int = dataclasses.field(default=16, metadata=_range(1))
     pb_c_init: float = dataclasses.field(default=1.25, metadata=_range(0.0))
     pb_c_base: float = dataclasses.field(default=19652.0, metadata=_range(1.0))
@@ -42,6 +48,10 @@ class MuZeroConfig:
     # Learning
     unroll_steps: int = dataclasses.field(default=5, metadata=_range(1))  # K
     td_steps: int = dataclasses.field(default=10, metadata=_range(1))  # n
+    # Bootstrap the n-step value targets with the current network's value of the stored
+    # observation (no gradient) instead of the root value the search stored when acting,
+    # which can be as old as the replay.
+    fresh_bootstrap: bool = True
     batch_size: int = dataclasses.field(default=128, metadata=_range(1))
     # Sampled sequences (batch_size x train steps) per env step added, after warm-up.
     replay_ratio: float = dataclasses.field(default=0.5, metadata=_range(0.0))
@@ -55,6 +65,8 @@ class MuZeroConfig:
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
 
     def __post_init__(self):
+        if self.search not in ("muzero", "gumbel"):
+            raise ValueError(f"search must be 'muzero' or 'gumbel', got {self.search!r}")
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError("lr_schedule must be 'constant', 'linear' or 'cosine', got "
                              f"{self.lr_schedule!r}")
