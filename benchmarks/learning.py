@@ -29,10 +29,13 @@ import yaml  # noqa: E402
 from omega.cli.main import main as omega  # noqa: E402
 
 
-def steps_to(rows: list[dict], threshold: float) -> int | None:
-    for r in rows:
-        if r["success_rate"] and float(r["success_rate"]) >= threshold:
-            return int(r["env_steps"])
+def steps_to(rows: list[dict], threshold: float, run: int = 2) -> int | None:
+    """Env steps of the first metrics row that starts ``run`` consecutive rows with a training
+    success rate >= threshold (one row alone can be a handful of lucky episodes)."""
+    ok = [bool(r["success_rate"]) and float(r["success_rate"]) >= threshold for r in rows]
+    for i in range(len(rows) - run + 1):
+        if all(ok[i:i + run]):
+            return int(rows[i]["env_steps"])
     return None
 
 
