@@ -13,8 +13,8 @@ of 16 real MiniHack observations:
 - "bare" is one jitted function of the same params and device-resident observations that
   runs the representation and calls the mctx policy directly, nothing converted.
 
-Timings interleave the two (median of ``--repeats`` calls each, after compiling), so machine
-noise hits both alike. Simulations/s = batch x simulations / seconds per call.
+Timings alternate the two call by call (median of ``--repeats`` calls each, after
+compiling), so machine noise hits both alike. Simulations/s = batch x simulations / seconds per call.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=ROOT / "configs/muzero/room_5x5.yaml")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--simulations", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
@@ -124,9 +124,9 @@ def main() -> None:
 
             run_agent(), run_bare()  # compile
             agent_t, bare_t = [], []
-            for _ in range(3):  # interleaved blocks
-                agent_t.append(median_time(run_agent, args.repeats))
-                bare_t.append(median_time(run_bare, args.repeats))
+            for _ in range(args.repeats):  # call by call, so machine noise hits both alike
+                agent_t.append(median_time(run_agent, 1))
+                bare_t.append(median_time(run_bare, 1))
             a, b = statistics.median(agent_t), statistics.median(bare_t)
             rows.append({"search": search, "simulations": sims, "batch": args.batch,
                          "agent_sims_per_s": args.batch * sims / a,
