@@ -505,7 +505,12 @@ class VectorEnv:
             else:
                 w.conn.send(msg)
         except (OSError, ValueError, AssertionError) as exc:  # BrokenPipe, closed handle
-            code = w.process.exitcode if w.process is not None else None
+            code = None
+            if w.process is not None:
+                # The pipe can break before the dead process is reaped: wait for its exit
+                # status, so the report names the cause (e.g. SIGKILL).
+                w.process.join(timeout=1.0)
+                code = w.process.exitcode
             raise _Dead(f"{_exit_cause(code)} (send failed: {_describe_exception(exc)})") from None
 
     def _recv_now(self, w: _Worker) -> tuple[str, Any]:
