@@ -30,14 +30,7 @@ TINY = EncoderConfig(kind="plain", map="crop", embed_dim=8, glyph_features=False
                      cnn_channels=(), mlp_hidden=32, blstats_hidden=8, output_dim=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-    """These programs are tiny: XLA's optimisation passes would take longer than running them
-    unoptimised. Scoped to this module so other tests compile as usual."""
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 # ---------------------------------------------------------------------------------------------
