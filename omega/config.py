@@ -51,6 +51,9 @@ class EnvConfig:
     num_workers: int = dataclasses.field(default=2, metadata=_range(1, 256))
     max_episode_steps: int | None = dataclasses.field(default=None, metadata=_range(1))
     step_timeout_s: float = dataclasses.field(default=120.0, metadata=_range(1.0))
+    # "default": the env's own action set; "full": every NetHack keyboard command (the set
+    # NetHackChallenge-v0 always uses, len(nle.nethack.ACTIONS)).
+    action_set: Literal["default", "full"] = "default"
     observation: ObservationConfig = dataclasses.field(default_factory=ObservationConfig)
     reward_shaping: RewardShapingConfig = dataclasses.field(default_factory=RewardShapingConfig)
 
@@ -279,6 +282,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
     data.pop("wandb", None)
     data.pop("record", None)
     data.pop("eval", None)
+    if data["env"].get("action_set") == "default":
+        data["env"].pop("action_set")  # keeps hashes of experiments made before the key valid
     if data.get("agent_type") != "muzero":
         # The section is unused there; leaving it out keeps hashes of experiments made
         # before it existed valid.

@@ -167,6 +167,10 @@ def cmd_eval(args) -> int:
         result = evaluate(agent, agent.params(state), cfg, episodes, seed, greedy=greedy)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()
+    if not result.seeded:
+        print(f"omega: note: {cfg.env.id} cannot be seeded (the env forbids it by design); "
+              "the seeds only label the episodes, so evaluations are not repeatable",
+              file=sys.stderr)
     _print_eval_table(data, ckpt)
     if args.json:
         from omega.training.checkpoint import atomic_write_bytes

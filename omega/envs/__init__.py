@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import minihack  # noqa: F401  (registers the MiniHack ids)
 import nle  # noqa: F401  (registers the NetHack ids)
+from nle import nethack
 
 from omega.envs import tasks  # noqa: F401  (registers the Omega-* ids)
 from omega.envs.wrappers import (
@@ -27,6 +28,7 @@ from omega.envs.wrappers import (
 )
 
 ENV_PREFIXES = ("NetHack", "MiniHack-", "Omega-")
+ACTION_SETS = ("default", "full")
 
 
 def registered_env_ids() -> list[str]:
@@ -44,6 +46,7 @@ def make(
     max_episode_steps: int | None = None,
     record_dir: str | os.PathLike | None = None,
     record_every: int = 0,
+    action_set: str = "default",
     **options: Any,
 ) -> gym.Env:
     """Builds ``env_id`` with omega's observation spec.
@@ -54,12 +57,19 @@ def make(
       step_penalty, success_bonus: reward shaping (off by default).
       max_episode_steps: an extra time limit (reported as truncation), on top of the env's own.
       record_dir, record_every: write every ``record_every``-th episode as an NLE ttyrec.
+      action_set: ``default`` (the env's own actions) or ``full`` (all of
+        ``nle.nethack.ACTIONS``, the whole keyboard).
       options: passed to the env constructor (e.g. ``size`` for ``Omega-RandomRoom-v0``).
     """
     if env_id not in gym.registry:
         raise ValueError(f"unknown environment {env_id!r}; run 'omega envs' to list the ids")
+    if action_set not in ACTION_SETS:
+        raise ValueError(f"action_set must be one of {', '.join(ACTION_SETS)}, got {action_set!r}")
     kwargs = dict(options)
     kwargs["observation_keys"] = raw_keys_for(observation_keys)
+    # NetHackChallenge fixes its actions to the full keyboard and rejects an 'actions' kwarg.
+    if action_set == "full" and not env_id.startswith("NetHackChallenge"):
+        kwargs["actions"] = nethack.ACTIONS
     if record_dir is not None and record_every > 0:
         Path(record_dir).mkdir(parents=True, exist_ok=True)
         kwargs["savedir"] = str(record_dir)
@@ -67,6 +77,10 @@ def make(
     else:
         kwargs["savedir"] = None
     env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    if action_set == "full" and env.action_space.n != len(nethack.ACTIONS):
+        env.close()
+        raise ValueError(f"{env_id} does not take the full action set ({env.action_space.n} "
+                         f"actions, not {len(nethack.ACTIONS)}); use env.action_set: default")
     env = NetHackSeeding(env)
     env = TimeLimitIsTruncation(env)
     if max_episode_steps is not None:
@@ -92,6 +106,7 @@ class EnvFactory:
     max_episode_steps: int | None = None
     record_root: str | None = None
     record_every: int = 0
+    action_set: str = "default"
     options: tuple[tuple[str, Any], ...] = ()
 
     def __call__(self, index: int) -> gym.Env:
@@ -107,6 +122,7 @@ class EnvFactory:
             max_episode_steps=self.max_episode_steps,
             record_dir=record_dir,
             record_every=self.record_every,
+            action_set=self.action_set,
             **dict(self.options),
         )
 
@@ -122,6 +138,7 @@ class EnvFactory:
             max_episode_steps=env_cfg.max_episode_steps,
             record_root=record_root,
             record_every=record_every,
+            action_set=env_cfg.action_set,
             options=tuple(sorted(env_cfg.options.items())),
         )
 

@@ -26,6 +26,9 @@ PAD_GLYPH = nethack.MAX_GLYPH  # fills glyphs_crop outside the map
 MAP_ROWS, MAP_COLS = nethack.DUNGEON_SHAPE
 
 
+_UNSEEDABLE_REPORTED: set[str] = set()
+
+
 def _end_status(info: dict[str, Any]) -> int:
     status = info.get("end_status")
     return int(status) if status is not None else 0
@@ -53,8 +56,11 @@ class NetHackSeeding(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 self.env.unwrapped.seed(core, disp, reseed=False)
             except RuntimeError as e:  # NetHackChallenge forbids seeding by design
                 self.seedable = False
-                logger.warning("%s cannot be seeded (%s); its episodes are not reproducible",
-                               self.env.spec.id if self.env.spec else self.env, e)
+                name = self.env.spec.id if self.env.spec else str(self.env)
+                if name not in _UNSEEDABLE_REPORTED:  # once per process, not once per env
+                    _UNSEEDABLE_REPORTED.add(name)
+                    logger.warning("%s cannot be seeded (%s); its episodes are not "
+                                   "reproducible", name, e)
         # The seed still goes down so gymnasium's own np_random is seeded too. Gymnasium's
         # reset options are not NLE's game options (NLE would fail on them), so they stop here.
         del options

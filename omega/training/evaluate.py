@@ -29,6 +29,9 @@ class EvalResult:
     successes: list[bool]
     env_steps: int | None = None  # training env steps of the evaluated checkpoint
     greedy: bool = True  # argmax actions (True) or actions sampled from the policy (False)
+    # False for envs that forbid seeding (NetHackChallenge): the seeds then only label the
+    # episodes, and two evaluations of one checkpoint play different games.
+    seeded: bool = True
 
     @property
     def mean_return(self) -> float:
@@ -48,6 +51,7 @@ class EvalResult:
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "greedy": self.greedy,
+            "seeded": self.seeded,
             "success_rate": self.success_rate,
             "success_rate_ci95": list(wilson_ci95(sum(self.successes), self.episodes)),
             "mean_return": self.mean_return,
@@ -99,6 +103,7 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
             obs_slots[i], _ = envs[i].reset(seed=seeds[next_episode])
             slot_episode[i] = next_episode
             next_episode += 1
+        seeded = all(bool(env.get_wrapper_attr("seedable")) for env in envs)
         carry = agent.initial_carry(n)
         rng = jax.random.PRNGKey(rng_seed)
         done_count = 0
@@ -133,4 +138,4 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
         for env in envs:
             env.close()
     return EvalResult(env_id=cfg.env.id, episodes=episodes, seeds=seeds, returns=returns,
-                      lengths=lengths, successes=successes, greedy=greedy)
+                      lengths=lengths, successes=successes, greedy=greedy, seeded=seeded)
