@@ -4,7 +4,8 @@ from a replay buffer.
 Acting is one jitted call for all envs: the representation encodes every observation, then
 ``mctx.muzero_policy`` (pUCT, ``search: muzero``) or ``mctx.gumbel_muzero_policy``
 (``search: gumbel``) searches ``num_simulations`` steps with the dynamics and prediction
-functions. With pUCT, training actions are sampled from the visit counts with a temperature
+functions; ``search: regularized`` runs the pUCT tree and then acts with, and learns towards,
+the regularized policy of Grill et al. (2020) (:func:`regularized_policy`). With pUCT, training actions are sampled from the visit counts with a temperature
 that follows ``temperature_schedule`` over the training budget (the temperature travels with
 the params the actor gets, :class:`ActorParams`), after root Dirichlet noise; with Gumbel,
 exploration is the Gumbel noise of sequential halving. Greedy acting (evaluation) adds no
@@ -87,6 +88,52 @@ class SearchOutput(NamedTuple):
 # Pure pieces (tested one by one)
 
 
+def regularization_strength(visit_counts: jax.Array, c: float) -> jax.Array:
+    """Grill et al.'s lambda_N = c sqrt(n) / (n + |A|), n the root's visits: [N, A] -> [N]."""
+    n = visit_counts.sum(-1)
+    return c * jnp.sqrt(n) / (n + visit_counts.shape[-1])
+
+
+def completed_qvalues(qvalues: jax.Array, visit_counts: jax.Array,
+                      value: jax.Array) -> jax.Array:
+    """Root Q-values [N, A] with unvisited actions completed by the root value [N], min-max
+    normalised to [0, 1] over them and the root value (the scale pUCT compares them on)."""
+    completed = jnp.where(visit_counts > 0, qvalues, value[:, None])  # [N, A]
+    lo = jnp.minimum(completed.min(-1), value)[:, None]
+    hi = jnp.maximum(completed.max(-1), value)[:, None]
+    return (completed - lo) / jnp.maximum(hi - lo, 1e-8)
+
+
+def regularized_policy(q: jax.Array, prior: jax.Array, lam: jax.Array,
+                       num_iterations: int = 32) -> jax.Array:
+    """pi_bar = argmax_pi q.pi - lam KL(prior, pi) (Grill et al. 2020): [N, A] -> [N, A].
+
+    The maximiser is ``lam * prior / (alpha - q)`` with ``alpha`` the one value that makes it
+    sum to 1; the sum falls as ``alpha`` rises and is >= 1 at ``max(q + lam * prior)`` and
+    <= 1 at ``max(q) + lam``, so a fixed number of bisection steps finds it. ``lam`` [N] > 0.
+    """
+    lam = lam[:, None]  # [N, 1]
+    # pi_bar does not change when q shifts; with max(q) = 0, alpha is small and float32
+    # resolves the gap alpha - q of the best action, which can be tiny, far better.
+    q = q - q.max(-1, keepdims=True)
+
+    def policy(alpha: jax.Array) -> jax.Array:  # [N] -> [N, A]
+        gap = jnp.maximum(alpha[:, None] - q, 1e-12)
+        return jnp.where(prior > 0, lam * prior / gap, 0.0)
+
+    def bisect(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        above = policy(mid).sum(-1) > 1.0  # alpha too small
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    lo = jnp.max(q + lam * prior, axis=-1)  # [N]
+    hi = lam[:, 0]  # [N]: max(q) + lam
+    lo, hi = jax.lax.fori_loop(0, num_iterations, bisect, (lo, hi))
+    pi = policy(0.5 * (lo + hi))
+    return pi / pi.sum(-1, keepdims=True)  # the remaining bisection error, normalised away
+
+
 def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
                recurrent_fn: mctx.RecurrentFn, *, num_simulations: int, pb_c_init: float,
                pb_c_base: float, dirichlet_alpha: float, dirichlet_fraction: float,
@@ -99,6 +146,10 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
     and the most visited action. ``search="gumbel"``: Gumbel MuZero; the policy target is the
     completed-Q improved policy, the action the one sequential halving keeps (Gumbel noise is
     the exploration; greedy sets its scale to 0, so the choice is deterministic).
+    ``search="regularized"``: the pUCT tree (root Dirichlet noise unless greedy), then the
+    regularized policy :func:`regularized_policy` over the completed, normalised root
+    Q-values, the network prior and ``lambda_N`` with ``c = pb_c_init``: it is the policy
+    target, training actions are sampled from it, greedy takes its argmax.
     """
     if search == "gumbel":
         out = mctx.gumbel_muzero_policy(
@@ -108,12 +159,24 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
         return SearchOutput(action=out.action.astype(jnp.int32),
                             search_policy=out.action_weights,
                             root_value=out.search_tree.summary().value)
+    if search == "regularized":
+        rng, act_rng = jax.random.split(rng)
     out = mctx.muzero_policy(
         params, rng, root, recurrent_fn, num_simulations,
         dirichlet_fraction=0.0 if greedy else dirichlet_fraction,
         dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
         temperature=temperature)
     summary = out.search_tree.summary()
+    if search == "regularized":
+        q = completed_qvalues(summary.qvalues, summary.visit_counts, summary.value)
+        lam = regularization_strength(summary.visit_counts, pb_c_init)
+        # The network's prior, not the noised one the tree used: noise explores, it is no
+        # part of the target.
+        pi = regularized_policy(q, jax.nn.softmax(root.prior_logits), lam)  # [N, A]
+        action = (jnp.argmax(pi, axis=-1) if greedy
+                  else jax.random.categorical(act_rng, jnp.log(pi), axis=-1))
+        return SearchOutput(action=action.astype(jnp.int32), search_policy=pi,
+                            root_value=summary.value)
     if greedy:
         # Few simulations leave ties in the visit counts; the better Q-value breaks them, so
         # the greedy policy does not default to the lowest action id.

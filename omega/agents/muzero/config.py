@@ -21,8 +21,10 @@ class MuZeroConfig:
     # Search: "muzero" is pUCT with visit-count policy targets (mctx.muzero_policy); "gumbel"
     # is Gumbel MuZero (mctx.gumbel_muzero_policy): sequential halving at the root and the
     # completed-Q improved policy as the target, which still improves the policy when the
-    # simulations are few compared with the actions.
-    search: Literal["muzero", "gumbel"] = "muzero"
+    # simulations are few compared with the actions; "regularized" searches like "muzero" but
+    # acts with, and learns towards, the regularized policy pi_bar of Grill et al. (2020), the
+    # policy that pUCT's visit counts only approximate (and poorly with few simulations).
+    search: Literal["muzero", "gumbel", "regularized"] = "muzero"
     max_considered_actions: int = dataclasses.field(default=16, metadata=_range(1))  # gumbel
     gumbel_scale: float = dataclasses.field(default=1.0, metadata=_range(0.0))  # gumbel
     num_simulations: int = dataclasses.field(default=16, metadata=_range(1))
@@ -65,8 +67,9 @@ class MuZeroConfig:
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
 
     def __post_init__(self):
-        if self.search not in ("muzero", "gumbel"):
-            raise ValueError(f"search must be 'muzero' or 'gumbel', got {self.search!r}")
+        if self.search not in ("muzero", "gumbel", "regularized"):
+            raise ValueError("search must be 'muzero', 'gumbel' or 'regularized', got "
+                             f"{self.search!r}")
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError("lr_schedule must be 'constant', 'linear' or 'cosine', got "
                              f"{self.lr_schedule!r}")
