@@ -87,6 +87,18 @@ class WandbConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """The Ray backend (``omega run --backend ray``, docs/distributed.md)."""
+
+    num_actors: int = dataclasses.field(default=2, metadata=_range(1, 1024))
+    # Trajectories acted with params more than this many updates older than the learner's
+    # are dropped (and counted in metrics.csv's dropped_stale column).
+    max_policy_lag: int = dataclasses.field(default=2, metadata=_range(0))
+    # Dead or failed Ray actors replaced over a run before it stops with an error.
+    max_actor_restarts: int = dataclasses.field(default=10, metadata=_range(0))
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     agent_type: str = "random"
     seed: int = dataclasses.field(default=0, metadata=_range(0))
@@ -98,6 +110,7 @@ class ExperimentConfig:
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     muzero: MuZeroConfig = dataclasses.field(default_factory=MuZeroConfig)
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +295,7 @@ def config_hash(cfg: ExperimentConfig) -> str:
     data.pop("wandb", None)
     data.pop("record", None)
     data.pop("eval", None)
+    data.pop("distributed", None)  # how acting is spread out, not what is learned
     if data["env"].get("action_set") == "default":
         data["env"].pop("action_set")  # keeps hashes of experiments made before the key valid
     if data.get("agent_type") != "muzero":

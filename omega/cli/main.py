@@ -17,6 +17,7 @@ EXAMPLES = """\
 examples:
   omega make --config configs/ppo/room_5x5.yaml --output-dir experiments/room5
   omega run --dir experiments/room5            # trains; resumes if it has a checkpoint
+  omega run --dir experiments/room5 --backend ray --num-actors 2   # Ray actors + learner
   omega eval --dir experiments/room5 --episodes 100 --seed 0 --json eval.json
   omega play --file experiments/room5 --gif episode.gif   # newest recorded episode
   omega envs                                   # list the environment ids
@@ -43,6 +44,16 @@ def _add_run(sub) -> None:
     p.add_argument("--wandb", action="store_true",
                    help="also log to Weights & Biases (mode from the config's wandb.mode, "
                         "offline by default; never prompts without a terminal)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local (default): one process acts and learns in turn; ray: Ray "
+                        "actors act, this process learns (needs pip install "
+                        "'omega[distributed]'; docs/distributed.md)")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: the Ray cluster to join (e.g. ray://HOST:10001 "
+                        "or HOST:6379); default: start a local Ray")
+    p.add_argument("--num-actors", type=int, default=None,
+                   help="with --backend ray: Ray actors, each with env.num_envs envs "
+                        "(default: distributed.num_actors)")
 
 
 def _add_eval(sub) -> None:
@@ -124,12 +135,26 @@ def cmd_make(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from omega.training.loop import train
-
     if args.steps is not None and args.steps <= 0:
         raise OmegaError(f"--steps must be a positive number of env steps, got {args.steps}")
+    if args.backend != "ray":
+        for flag, value in (("--address", args.address), ("--num-actors", args.num_actors)):
+            if value is not None:
+                raise OmegaError(f"{flag} needs --backend ray")
+    if args.num_actors is not None and args.num_actors < 1:
+        raise OmegaError(f"--num-actors must be >= 1, got {args.num_actors}")
     try:
-        train(args.dir, device=args.device, total_env_steps=args.steps, use_wandb=args.wandb)
+        if args.backend == "ray":
+            from omega.training.distributed import train_distributed
+
+            train_distributed(args.dir, device=args.device, total_env_steps=args.steps,
+                              use_wandb=args.wandb, address=args.address,
+                              num_actors=args.num_actors)
+        else:
+            from omega.training.loop import train
+
+            train(args.dir, device=args.device, total_env_steps=args.steps,
+                  use_wandb=args.wandb)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -4,6 +4,10 @@
 part of a checkpoint: a resumed run starts fresh episodes (with new seeds), and the rows of
 ``metrics.csv`` written after the checkpoint are dropped so the file matches the restored
 state.
+
+The pieces every backend shares (restoring the run, logging, checkpoints, Ctrl-C) are
+:func:`prepare_run` and :class:`RunRecorder`; the Ray backend (``distributed.py``) drives
+the same ones.
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from omega.agents import build_agent
-from omega.config import config_hash, config_to_dict
+from omega.config import ExperimentConfig, config_hash, config_to_dict
 from omega.envs import EnvFactory
-from omega.envs.vector import VectorEnv
+from omega.envs.vector import EpisodeStats, VectorEnv
 from omega.errors import OmegaError
 from omega.training.actor import Actor
 from omega.training.checkpoint import (
@@ -61,115 +66,190 @@ def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else math.nan
 
 
+def env_seed(cfg: ExperimentConfig, env_steps: int) -> int:
+    # New seeds after a resume, so a resumed run does not replay the same games.
+    return (cfg.seed * 1_000_003 + env_steps) % (2**31)
+
+
+def recording_factory(cfg: ExperimentConfig, exp_dir: Path) -> EnvFactory:
+    return EnvFactory.from_config(cfg.env, record_root=str(exp_dir / EPISODE_DIR),
+                                  record_every=cfg.record.every_n_episodes)
+
+
+class Run(NamedTuple):
+    """A run restored (or started) and ready to train."""
+
+    exp_dir: Path
+    cfg: ExperimentConfig
+    agent: Any
+    rollout_length: int
+    num_actions: int
+    state: Any  # the agent state
+    loop: LoopState
+    total: int  # env steps to train to
+    config_hash: str
+
+
+def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
+                describe_envs: str | None = None) -> Run:
+    """Builds the agent, restores the newest checkpoint and prints the header lines.
+
+    Call inside ``jax.default_device(device)``. ``describe_envs`` replaces the "N envs over
+    W workers" part of the header. A run that has reached its budget says so
+    (``run.loop.env_steps >= run.total``).
+    """
+    cfg = load_experiment(exp_dir)
+    total = int(total_env_steps or cfg.train.total_env_steps)
+    chash = config_hash(cfg)
+    obs_example, num_actions = probe_env(cfg)
+    agent, rollout_length = build_agent(cfg, num_actions)
+    rng = jax.random.PRNGKey(cfg.seed)
+    rng, init_key = jax.random.split(rng)
+    state = agent.init(init_key, obs_example, cfg.env.num_envs)
+    loop = LoopState(env_steps=0, updates=0, episodes=0, rng=np.asarray(rng))
+
+    ckpt = latest_checkpoint(exp_dir / CHECKPOINT_DIR)
+    if ckpt is not None:
+        state, loop = load_checkpoint(ckpt, state, chash)
+        print(f"omega: resuming from {ckpt.name} at {loop.env_steps:,} env steps", file=out)
+    n_params = param_count(agent.params(state))
+    envs = describe_envs or f"{cfg.env.num_envs} envs over {cfg.env.num_workers} workers"
+    print(f"omega: {cfg.agent_type} agent on {cfg.env.id}, {n_params:,} parameters, "
+          f"{envs}, device {device}", file=out)
+    if loop.env_steps >= total:
+        print(f"omega: already trained for {loop.env_steps:,} env steps (target {total:,}); "
+              "pass --steps to train longer", file=out)
+    return Run(exp_dir, cfg, agent, rollout_length, num_actions, state, loop, total, chash)
+
+
+class RunRecorder:
+    """Progress bar, metrics rows, checkpoints and Ctrl-C handling for a training loop.
+
+    The loop calls :meth:`record` after every update and :meth:`close` in a ``finally``;
+    it stops when :attr:`stop_signal` is set (SIGINT / SIGTERM).
+    """
+
+    def __init__(self, run: Run, use_wandb: bool, out):
+        cfg, exp_dir = run.cfg, run.exp_dir
+        self.run, self.out = run, out
+        self.logger = MetricsLogger(exp_dir, use_wandb=use_wandb, wandb_cfg=cfg.wandb,
+                                    run_name=exp_dir.name, config=config_to_dict(cfg))
+        self.logger.csv.truncate_after(run.loop.env_steps)
+        self.recent: collections.deque = collections.deque(maxlen=100)  # for the progress bar
+        self.window: list[EpisodeStats] = []
+        self.last_log_steps = self.last_ckpt_steps = run.loop.env_steps
+        self.window_start = time.perf_counter()
+        self.stop_signal: int | None = None
+        self._old_handlers = {s: signal.signal(s, self._on_signal)
+                              for s in (signal.SIGINT, signal.SIGTERM)}
+        self.progress = Progress(total=run.total, start=run.loop.env_steps, out=out)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_signal = signum
+
+    def record(self, state: Any, loop: LoopState, rng: jax.Array,
+               episodes: Iterable[EpisodeStats], metrics: Mapping[str, Any],
+               columns: Mapping[str, float]) -> bool:
+        """Logs a row when one is due (``columns`` are backend counters) and checkpoints.
+
+        Returns whether a row was written.
+        """
+        cfg = self.run.cfg
+        episodes = list(episodes)
+        self.window.extend(episodes)
+        self.recent.extend((e.episode_return, e.length, e.success) for e in episodes)
+        self.progress.update(loop.env_steps, self.recent)
+
+        logged = loop.env_steps - self.last_log_steps >= cfg.train.log_every_steps \
+            or loop.env_steps >= self.run.total
+        if logged:
+            elapsed = time.perf_counter() - self.window_start
+            window = self.window
+            row = {
+                "env_steps": loop.env_steps,
+                "updates": loop.updates,
+                "episodes": loop.episodes,
+                "env_steps_per_s": (loop.env_steps - self.last_log_steps) / max(elapsed, 1e-9),
+                "episode_return": _mean([e.episode_return for e in window]),
+                "episode_length": _mean([e.length for e in window]),
+                "success_rate": _mean([float(e.success) for e in window]),
+                **columns,
+            }
+            row.update({k: float(v) for k, v in jax.device_get(dict(metrics)).items()})
+            self.logger.write(row)
+            self.progress.log(row)
+            self.window, self.last_log_steps = [], loop.env_steps
+            self.window_start = time.perf_counter()
+            prune_episodes(self.run.exp_dir, cfg.record.max_files)
+
+        if loop.env_steps - self.last_ckpt_steps >= cfg.train.checkpoint_every_steps:
+            self.checkpoint(state, loop, rng)
+        return logged
+
+    def checkpoint(self, state: Any, loop: LoopState, rng: jax.Array) -> None:
+        save_checkpoint(self.run.exp_dir / CHECKPOINT_DIR, state,
+                        loop._replace(rng=np.asarray(rng)), self.run.config_hash)
+        self.last_ckpt_steps = loop.env_steps
+
+    def close(self, state: Any, loop: LoopState, rng: jax.Array) -> None:
+        """Restores the signal handlers and saves what the last checkpoint lacks."""
+        for s, h in self._old_handlers.items():
+            signal.signal(s, h)
+        self.progress.close()
+        if loop.env_steps > self.last_ckpt_steps:
+            self.checkpoint(state, loop, rng)
+
+    def close_sinks(self) -> None:
+        """After the envs are closed (their last recordings are complete)."""
+        self.logger.close()
+        prune_episodes(self.run.exp_dir, self.run.cfg.record.max_files)
+
+    def finish(self, loop: LoopState) -> None:
+        """Prints the last line; raises KeyboardInterrupt after a signal."""
+        if self.stop_signal is not None:
+            print(f"omega: stopped by signal {self.stop_signal} at {loop.env_steps:,} env "
+                  "steps; checkpoint saved, 'omega run' resumes", file=self.out)
+            raise KeyboardInterrupt
+        print(f"omega: done, {loop.env_steps:,} env steps, {loop.episodes:,} episodes; "
+              f"evaluate with 'omega eval --dir {self.run.exp_dir}'", file=self.out)
+
+
 def train(exp_dir: str | Path, device: str | None = None, total_env_steps: int | None = None,
           use_wandb: bool = False, out=None) -> LoopState:
     out = out if out is not None else sys.stdout
     exp_dir = Path(exp_dir)
-    cfg = load_experiment(exp_dir)
-    total = int(total_env_steps or cfg.train.total_env_steps)
     dev = resolve_device(device)
-    chash = config_hash(cfg)
 
     with jax.default_device(dev):
-        obs_example, num_actions = probe_env(cfg)
-        agent, rollout_length = build_agent(cfg, num_actions)
-        rng = jax.random.PRNGKey(cfg.seed)
-        rng, init_key = jax.random.split(rng)
-        state = agent.init(init_key, obs_example, cfg.env.num_envs)
-        loop = LoopState(env_steps=0, updates=0, episodes=0, rng=np.asarray(rng))
-
-        ckpt = latest_checkpoint(exp_dir / CHECKPOINT_DIR)
-        if ckpt is not None:
-            state, loop = load_checkpoint(ckpt, state, chash)
-            print(f"omega: resuming from {ckpt.name} at {loop.env_steps:,} env steps", file=out)
-        n_params = param_count(agent.params(state))
-        print(f"omega: {cfg.agent_type} agent on {cfg.env.id}, {n_params:,} parameters, "
-              f"{cfg.env.num_envs} envs over {cfg.env.num_workers} workers, device {dev}",
-              file=out)
-        if loop.env_steps >= total:
-            print(f"omega: already trained for {loop.env_steps:,} env steps (target {total:,}); "
-                  "pass --steps to train longer", file=out)
-            return loop
-
-        logger = MetricsLogger(exp_dir, use_wandb=use_wandb, wandb_cfg=cfg.wandb,
-                               run_name=exp_dir.name, config=config_to_dict(cfg))
-        logger.csv.truncate_after(loop.env_steps)
-        factory = EnvFactory.from_config(
-            cfg.env, record_root=str(exp_dir / EPISODE_DIR),
-            record_every=cfg.record.every_n_episodes)
-        # New seeds after a resume, so a resumed run does not replay the same games.
-        env_seed = (cfg.seed * 1_000_003 + loop.env_steps) % (2**31)
-        venv = VectorEnv(factory, cfg.env.num_envs, cfg.env.num_workers, seed=env_seed,
-                         step_timeout_s=cfg.env.step_timeout_s)
+        run = prepare_run(exp_dir, total_env_steps, dev, out)
+        if run.loop.env_steps >= run.total:
+            return run.loop
+        cfg, agent, state, loop = run.cfg, run.agent, run.state, run.loop
+        recorder = RunRecorder(run, use_wandb, out)
+        actor = None
         rng = jnp_key(loop.rng)
-        rng, actor_key = jax.random.split(rng)
-        actor = Actor(agent, venv, actor_key)
-
-        steps_per_rollout = rollout_length * cfg.env.num_envs
-        recent = collections.deque(maxlen=100)  # (return, length, success) for the progress bar
-        window: list[Any] = []
-        last_log_steps, last_ckpt_steps = loop.env_steps, loop.env_steps
-        window_start = time.perf_counter()
-        stop = {"signal": None}
-
-        def on_signal(signum, _frame):
-            stop["signal"] = signum
-
-        old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        progress = Progress(total=total, start=loop.env_steps, out=out)
         try:
-            while loop.env_steps < total and stop["signal"] is None:
-                params = agent.params(state)
-                trajectory, episodes = actor.rollout(params, rollout_length)
+            venv = VectorEnv(recording_factory(cfg, exp_dir), cfg.env.num_envs,
+                             cfg.env.num_workers, seed=env_seed(cfg, loop.env_steps),
+                             step_timeout_s=cfg.env.step_timeout_s)
+            rng, actor_key = jax.random.split(rng)
+            actor = Actor(agent, venv, actor_key)
+            steps_per_rollout = run.rollout_length * cfg.env.num_envs
+            while loop.env_steps < run.total and recorder.stop_signal is None:
+                trajectory, episodes = actor.rollout(agent.params(state), run.rollout_length)
                 rng, learn_key = jax.random.split(rng)
                 state, metrics = agent.learn(state, trajectory, learn_key)
                 loop = loop._replace(env_steps=loop.env_steps + steps_per_rollout,
                                      updates=loop.updates + 1,
                                      episodes=loop.episodes + len(episodes))
-                window.extend(episodes)
-                recent.extend((e.episode_return, e.length, e.success) for e in episodes)
-                progress.update(loop.env_steps, recent)
-
-                if loop.env_steps - last_log_steps >= cfg.train.log_every_steps \
-                        or loop.env_steps >= total:
-                    elapsed = time.perf_counter() - window_start
-                    row = {
-                        "env_steps": loop.env_steps,
-                        "updates": loop.updates,
-                        "episodes": loop.episodes,
-                        "env_steps_per_s": (loop.env_steps - last_log_steps) / max(elapsed, 1e-9),
-                        "episode_return": _mean([e.episode_return for e in window]),
-                        "episode_length": _mean([e.length for e in window]),
-                        "success_rate": _mean([float(e.success) for e in window]),
-                        "worker_restarts": actor.worker_restarts,
-                    }
-                    row.update({k: float(v) for k, v in jax.device_get(metrics).items()})
-                    logger.write(row)
-                    progress.log(row)
-                    window, last_log_steps = [], loop.env_steps
-                    window_start = time.perf_counter()
-                    prune_episodes(exp_dir, cfg.record.max_files)
-
-                if loop.env_steps - last_ckpt_steps >= cfg.train.checkpoint_every_steps:
-                    save_checkpoint(exp_dir / CHECKPOINT_DIR, state,
-                                    loop._replace(rng=np.asarray(rng)), chash)
-                    last_ckpt_steps = loop.env_steps
+                recorder.record(state, loop, rng, episodes, metrics,
+                                {"worker_restarts": actor.worker_restarts})
         finally:
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
-            progress.close()
-            if loop.env_steps > last_ckpt_steps:
-                save_checkpoint(exp_dir / CHECKPOINT_DIR, state,
-                                loop._replace(rng=np.asarray(rng)), chash)
-            actor.close()
-            logger.close()
-            prune_episodes(exp_dir, cfg.record.max_files)
-        if stop["signal"] is not None:
-            print(f"omega: stopped by signal {stop['signal']} at {loop.env_steps:,} env steps; "
-                  "checkpoint saved, 'omega run' resumes", file=out)
-            raise KeyboardInterrupt
-        print(f"omega: done, {loop.env_steps:,} env steps, {loop.episodes:,} episodes; "
-              f"evaluate with 'omega eval --dir {exp_dir}'", file=out)
+            recorder.close(state, loop, rng)
+            if actor is not None:
+                actor.close()
+            recorder.close_sinks()
+        recorder.finish(loop)
         return loop
 
 

@@ -1,0 +1,217 @@
+"""The Ray backend on a local Ray: training, checkpoints + resume, a killed actor, stale
+trajectories, and the errors. One Ray session serves the whole module."""
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+import ray
+
+from omega.cli.main import main
+from omega.errors import OmegaError
+from omega.training.checkpoint import list_checkpoints
+from omega.training.distributed import LagStats, actor_seeds, admit, train_distributed
+
+TINY_PPO = """\
+agent_type: ppo
+seed: 1
+env:
+  id: MiniHack-Room-5x5-v0
+  num_envs: 4
+  num_workers: 1
+train:
+  total_env_steps: 256
+  checkpoint_every_steps: 128
+  log_every_steps: 64
+record:
+  every_n_episodes: 0
+model:
+  embed_dim: 8
+  cnn_channels: []
+  mlp_hidden: 32
+  output_dim: 32
+ppo:
+  rollout_length: 16
+  num_minibatches: 2
+  num_epochs: 1
+"""
+
+# The random agent acts 128 steps per rollout: 512 env steps per update with 4 envs.
+RANDOM = """\
+agent_type: random
+seed: 2
+env:
+  id: MiniHack-Room-5x5-v0
+  num_envs: 4
+  num_workers: 1
+train:
+  total_env_steps: {steps}
+  checkpoint_every_steps: 100000
+  log_every_steps: 512
+record:
+  every_n_episodes: 0
+distributed:
+  max_policy_lag: {lag}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True,
+             logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def make_exp(tmp_path, text, name="exp"):
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(text)
+    exp = tmp_path / name
+    assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
+    return exp
+
+
+def read_metrics(exp):
+    with (exp / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure bookkeeping
+
+
+def test_admit_drops_beyond_max_lag_and_counts_each_trajectory_once():
+    stats = LagStats()
+    decisions = []
+    # (learner version, version the trajectory was acted with), max lag 1.
+    for learner, behaviour in ((0, 0), (1, 0), (2, 0), (2, 2), (5, 3), (5, 4)):
+        ok, stats = admit(stats, learner, behaviour, max_lag=1)
+        decisions.append(ok)
+    assert decisions == [True, True, False, True, False, True]
+    assert stats == LagStats(consumed=4, dropped=2, lag_sum=0 + 1 + 0 + 1)
+    assert stats.mean_lag == pytest.approx(0.5)
+    assert np.isnan(LagStats().mean_lag)
+    assert admit(LagStats(), 3, 0, max_lag=3)[0]
+    with pytest.raises(ValueError, match="newer than the learner"):
+        admit(LagStats(), 1, 2, max_lag=5)
+
+
+def test_actor_seeds_differ_per_actor_replacement_and_resume():
+    seeds = {actor_seeds(0, steps, i, g) for steps in (0, 512) for i in range(3) for g in range(3)}
+    assert len(seeds) == 18
+    assert actor_seeds(0, 0, 1, 0) == actor_seeds(0, 0, 1, 0)
+    assert all(0 <= env_s < 2**31 for env_s, _ in seeds)
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on local Ray
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_ppo_trains_checkpoints_metrics_and_evaluates(tmp_path, capsys):
+    exp = make_exp(tmp_path, TINY_PPO)
+    assert main(["run", "--dir", str(exp), "--backend", "ray", "--num-actors", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 Ray actors x 4 envs" in out and "omega: actor 1 ready (pid" in out
+    rows = read_metrics(exp)
+    # Every consumed trajectory adds T * N = 64 env steps and one update, exactly once.
+    assert [int(r["env_steps"]) for r in rows] == [64, 128, 192, 256]
+    assert [int(r["updates"]) for r in rows] == [1, 2, 3, 4]
+    assert {"actor_restarts", "dropped_stale", "policy_lag", "worker_restarts",
+            "policy_loss"} <= rows[-1].keys()
+    assert int(rows[-1]["actor_restarts"]) == 0
+    lags = [float(r["policy_lag"]) for r in rows]
+    assert all(0 <= x <= 2 for x in lags)  # distributed.max_policy_lag defaults to 2
+    ckpts = list_checkpoints(exp / "checkpoints")
+    assert [c.name for c in ckpts] == ["ckpt_000000000128.msgpack", "ckpt_000000000256.msgpack"]
+
+    # Same checkpoint format as the local loop: eval reads it.
+    eval_json = tmp_path / "eval.json"
+    assert main(["eval", "--dir", str(exp), "--episodes", "2", "--seed", "0",
+                 "--json", str(eval_json)]) == 0
+    assert json.loads(eval_json.read_text())["env_steps"] == 256
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_killed_actor_is_replaced_then_resume_hits_the_restart_limit(tmp_path, capsys):
+    # One actor: the run can only finish if its replacement delivers.
+    exp = make_exp(tmp_path, RANDOM.format(steps=2048, lag=2))
+    killed = []
+
+    def kill_once(updates, handles):
+        if updates == 2 and not killed:
+            killed.append(handles[0])
+            ray.kill(handles[0], no_restart=True)
+
+    loop = train_distributed(exp, num_actors=1, on_update=kill_once)
+    out = capsys.readouterr().out
+    assert killed
+    assert "omega: actor 0 died (" in out and "); restarting it" in out
+    assert "omega: actor 0 is back (pid" in out
+    assert (loop.env_steps, loop.updates) == (2048, 4)
+    rows = read_metrics(exp)
+    assert [int(r["env_steps"]) for r in rows] == [512, 1024, 1536, 2048]
+    assert [int(r["actor_restarts"]) for r in rows] == [0, 0, 1, 1]
+    assert "omega: done, 2,048 env steps" in out
+
+    # The distributed section is not part of the config hash: a ray run resumes with a new
+    # restart limit. With none allowed, the next death stops the run with one clear error,
+    # and the learner's work up to then is checkpointed.
+    config = exp / "config.yaml"
+    config.write_text(config.read_text().replace("max_actor_restarts: 10",
+                                                 "max_actor_restarts: 0"))
+
+    def kill_always(updates, handles):
+        ray.kill(handles[0], no_restart=True)
+
+    with pytest.raises(OmegaError, match=r"after 0 actor restarts \(distributed.max_actor_restarts\)"):
+        train_distributed(exp, total_env_steps=4096, num_actors=1, on_update=kill_always)
+    assert "resuming from ckpt_000000002048.msgpack at 2,048 env steps" in capsys.readouterr().out
+    assert list_checkpoints(exp / "checkpoints")[-1].name == "ckpt_000000002560.msgpack"
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_stale_trajectories_are_dropped_and_counted(tmp_path, capsys):
+    # Two actors start from the same params: once the first trajectory is learned from, the
+    # second is one update old, beyond max_policy_lag 0.
+    exp = make_exp(tmp_path, RANDOM.format(steps=2048, lag=0))
+    loop = train_distributed(exp, num_actors=2)
+    assert "most trajectories will be dropped as stale" in capsys.readouterr().out
+    rows = read_metrics(exp)
+    assert loop.env_steps == 2048 and loop.updates == 4  # dropped ones add no env steps
+    assert int(rows[-1]["dropped_stale"]) >= 1
+    assert all(float(r["policy_lag"]) == 0.0 for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors that need no Ray session
+
+
+def test_missing_ray_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    exp = make_exp(tmp_path, RANDOM.format(steps=512, lag=2))
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["run", "--dir", str(exp), "--backend", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("omega: error: --backend ray needs the ray package; install it with "
+                   "pip install 'omega[distributed]'")
+
+
+def test_ray_flags_and_muzero_are_refused_clearly(tmp_path, capsys):
+    exp = make_exp(tmp_path, RANDOM.format(steps=512, lag=2))
+    assert main(["run", "--dir", str(exp), "--address", "localhost:6379"]) == 2
+    assert "--address needs --backend ray" in capsys.readouterr().err
+    assert main(["run", "--dir", str(exp), "--backend", "ray", "--num-actors", "0"]) == 2
+    assert "--num-actors must be >= 1, got 0" in capsys.readouterr().err
+    mz = make_exp(tmp_path, "agent_type: muzero\n", name="mz")
+    assert main(["run", "--dir", str(mz), "--backend", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "use --backend local" in err
+
+
+def test_distributed_config_is_validated(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("distributed:\n  max_policy_lag: -1\n")
+    assert main(["make", "--config", str(cfg), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "'distributed.max_policy_lag' must be >= 0" in capsys.readouterr().err
