@@ -17,6 +17,7 @@ EXAMPLES = """\
 examples:
   omega make --config configs/ppo/room_5x5.yaml --output-dir experiments/room5
   omega run --dir experiments/room5            # trains; resumes if it has a checkpoint
+  omega run --dir experiments/room5 --device gpu:all   # data-parallel over all GPUs
   omega run --dir experiments/room5 --backend ray --num-actors 2   # Ray actors + learner
   omega eval --dir experiments/room5 --episodes 100 --seed 0 --json eval.json
   omega play --file experiments/room5 --gif episode.gif   # newest recorded episode
@@ -38,7 +39,9 @@ def _add_run(sub) -> None:
                                    "checkpoint in DIR/checkpoints when there is one. Ctrl-C "
                                    "saves a checkpoint and exits.")
     p.add_argument("--dir", required=True, help="experiment dir made by 'omega make'")
-    p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), gpu or gpu:N: one device; gpu:all (or cpu:all): "
+                        "data-parallel learning over every visible device of that kind")
     p.add_argument("--steps", type=int, default=None,
                    help="total env steps to train to (default: train.total_env_steps)")
     p.add_argument("--wandb", action="store_true",

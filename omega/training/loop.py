@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from omega.agents import build_agent
+from omega.agents.parallel import DataParallel
 from omega.config import ExperimentConfig, config_hash, config_to_dict
 from omega.envs import EnvFactory
 from omega.envs.vector import EpisodeStats, VectorEnv
@@ -36,7 +37,7 @@ from omega.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from omega.training.device import resolve_device
+from omega.training.device import resolve_devices, wants_all_devices
 from omega.training.experiment import (
     CHECKPOINT_DIR,
     EPISODE_DIR,
@@ -91,7 +92,8 @@ class Run(NamedTuple):
 
 
 def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
-                describe_envs: str | None = None) -> Run:
+                describe_envs: str | None = None,
+                data_parallel: DataParallel | None = None) -> Run:
     """Builds the agent, restores the newest checkpoint and prints the header lines.
 
     Call inside ``jax.default_device(device)``. ``describe_envs`` replaces the "N envs over
@@ -102,7 +104,7 @@ def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
     total = int(total_env_steps or cfg.train.total_env_steps)
     chash = config_hash(cfg)
     obs_example, num_actions = probe_env(cfg)
-    agent, rollout_length = build_agent(cfg, num_actions)
+    agent, rollout_length = build_agent(cfg, num_actions, data_parallel)
     rng = jax.random.PRNGKey(cfg.seed)
     rng, init_key = jax.random.split(rng)
     state = agent.init(init_key, obs_example, cfg.env.num_envs)
@@ -218,10 +220,13 @@ def train(exp_dir: str | Path, device: str | None = None, total_env_steps: int |
           use_wandb: bool = False, out=None) -> LoopState:
     out = out if out is not None else sys.stdout
     exp_dir = Path(exp_dir)
-    dev = resolve_device(device)
+    devices = resolve_devices(device)
+    dp = DataParallel(devices) if wants_all_devices(device) else None
+    where = devices[0] if dp is None else (
+        f"{', '.join(str(d) for d in devices)} (data-parallel learning)")
 
-    with jax.default_device(dev):
-        run = prepare_run(exp_dir, total_env_steps, dev, out)
+    with jax.default_device(devices[0]):
+        run = prepare_run(exp_dir, total_env_steps, where, out, data_parallel=dp)
         if run.loop.env_steps >= run.total:
             return run.loop
         cfg, agent, state, loop = run.cfg, run.agent, run.state, run.loop
@@ -236,7 +241,10 @@ def train(exp_dir: str | Path, device: str | None = None, total_env_steps: int |
             actor = Actor(agent, venv, actor_key)
             steps_per_rollout = run.rollout_length * cfg.env.num_envs
             while loop.env_steps < run.total and recorder.stop_signal is None:
-                trajectory, episodes = actor.rollout(agent.params(state), run.rollout_length)
+                params = agent.params(state)
+                if dp is not None:
+                    params = dp.for_acting(params)
+                trajectory, episodes = actor.rollout(params, run.rollout_length)
                 rng, learn_key = jax.random.split(rng)
                 state, metrics = agent.learn(state, trajectory, learn_key)
                 loop = loop._replace(env_steps=loop.env_steps + steps_per_rollout,

@@ -56,6 +56,7 @@ from omega.agents.muzero.networks import (
     scalar_to_two_hot,
     scale_gradient,
 )
+from omega.agents.parallel import DataParallel
 from omega.models.encoders import EncoderConfig
 from omega.replay import ReplayBatch, ReplayBuffer
 
@@ -257,6 +258,7 @@ class MuZeroAgent:
             optax.adam(self.lr_schedule, eps=cfg.adam_eps))
         self.replay = self._new_replay()
         self.trace_counts: collections.Counter[str] = collections.Counter()
+        self.data_parallel: DataParallel | None = None
         self._last_metrics: dict[str, float] = {}
         self._init = jax.jit(self._init_impl)
         self._act = jax.jit(self._act_impl, static_argnames="greedy")
@@ -271,6 +273,13 @@ class MuZeroAgent:
             gamma=cfg.gamma, max_age=cfg.replay_max_age, prioritized=cfg.prioritized,
             priority_alpha=cfg.priority_alpha, priority_beta=cfg.priority_beta,
             success_fraction=cfg.success_fraction)
+
+    def use_data_parallel(self, data_parallel: DataParallel) -> None:
+        """Learn data-parallel: params and optimiser state replicated, every replay batch
+        split along its batch axis (:mod:`omega.agents.parallel`)."""
+        data_parallel.check_divisible(self.cfg.batch_size, "muzero.batch_size",
+                                      f"use a multiple of {data_parallel.size}")
+        self.data_parallel = data_parallel
 
     # -- Agent protocol ------------------------------------------------------------------------
 
@@ -313,13 +322,19 @@ class MuZeroAgent:
             credit += cfg.replay_ratio * t * n / cfg.batch_size
         num_steps = int(credit)
         params, opt_state, train_steps = state.params, state.opt_state, state.train_steps
+        dp = self.data_parallel
+        if dp is not None:
+            params, opt_state, train_steps = dp.replicate((params, opt_state, train_steps))
         step_metrics = []
         for _ in range(num_steps):
             batch = self.replay.sample(cfg.batch_size)
             if not cfg.fresh_bootstrap:  # not needed on the device
                 batch = batch._replace(bootstrap_obs={})
+            device_batch = batch._replace(index=())
+            if dp is not None:
+                device_batch = dp.shard(device_batch, axis=0)
             params, opt_state, metrics, priority = self._train_step(
-                params, opt_state, train_steps, batch._replace(index=()))
+                params, opt_state, train_steps, device_batch)
             if cfg.prioritized:
                 self.replay.update_priorities(batch.index, np.asarray(priority))
             train_steps = train_steps + 1

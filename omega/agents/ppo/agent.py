@@ -22,6 +22,7 @@ import optax
 import rlax
 
 from omega.agents.base import ActOutput, Carry, Observation, Params, Trajectory
+from omega.agents.parallel import DataParallel
 from omega.agents.ppo.config import PPOConfig
 from omega.models.encoders import (
     NUM_GLYPHS,
@@ -232,15 +233,39 @@ class PPOAgent:
             self.rnd_optimizer = optax.adam(ppo_cfg.rnd_lr)
         self.rnd_key = encoder_cfg.map_keys[0]  # RND reads the first map view
         self.trace_counts: collections.Counter[str] = collections.Counter()
+        self.data_parallel: DataParallel | None = None
         # Jitted init: eager init would dispatch (and compile) every initializer op one by one.
         self._init = jax.jit(self._init_impl, static_argnums=2)
         self._act = jax.jit(self._act_impl, static_argnames="greedy")
         self._value = jax.jit(self._value_impl)
         self._learn = jax.jit(self._learn_impl)
 
+    def use_data_parallel(self, data_parallel: DataParallel) -> None:
+        """Learn data-parallel: state replicated, trajectories split along the env axis
+        (:mod:`omega.agents.parallel`). Call before the first ``learn``."""
+        if self.trace_counts["learn"]:
+            raise RuntimeError("use_data_parallel must come before the first learn call")
+        self.data_parallel = data_parallel
+
+    def check_data_parallel(self, rollout_length: int, num_envs: int) -> None:
+        """Clear errors for batch sizes the devices do not divide."""
+        dp = self.data_parallel
+        if dp is None:
+            return
+        dp.check_divisible(num_envs, "env.num_envs", f"use a multiple of {dp.size}")
+        m = self.cfg.num_minibatches
+        if self.encoder_cfg.recurrent:
+            dp.check_divisible(num_envs // m, "envs per minibatch (env.num_envs / "
+                               "ppo.num_minibatches)", "change either")
+        else:
+            dp.check_divisible(rollout_length * num_envs // m, "minibatch size "
+                               "(ppo.rollout_length * env.num_envs / ppo.num_minibatches)",
+                               "change one of them")
+
     # -- Agent protocol ------------------------------------------------------------------------
 
     def init(self, rng: jax.Array, obs_example: Observation, num_envs: int) -> PPOState:
+        self.check_data_parallel(self.cfg.rollout_length, int(num_envs))
         return self._init(rng, self._filter(obs_example), int(num_envs))
 
     def params(self, state: PPOState) -> Params:
@@ -259,6 +284,13 @@ class PPOAgent:
     def learn(self, state: PPOState, trajectory: Trajectory,
               rng: jax.Array) -> tuple[PPOState, Mapping[str, jax.Array]]:
         trajectory = trajectory._replace(obs=self._filter(trajectory.obs))
+        dp = self.data_parallel
+        if dp is not None:
+            self.check_data_parallel(*np.shape(trajectory.action))
+            carry = trajectory.initial_carry  # [N, ...]; every other field is [T(+1), N, ...]
+            trajectory = dp.shard(trajectory._replace(initial_carry=None), axis=1)
+            trajectory = trajectory._replace(initial_carry=dp.shard(carry, axis=0))
+            state, rng = dp.replicate((state, rng))
         return self._learn(state, trajectory, rng)
 
     # -- jitted bodies -------------------------------------------------------------------------
@@ -338,6 +370,7 @@ class PPOAgent:
         chex.assert_shape([traj.reward, traj.terminated, traj.truncated, traj.truncation_value,
                            traj.extras["log_prob"], traj.extras["value"]], (t, n))
         recurrent = self.encoder_cfg.recurrent
+        dp = self.data_parallel
         mb_axis_size = n if recurrent else t * n
         if mb_axis_size % cfg.num_minibatches:
             raise ValueError(
@@ -454,6 +487,11 @@ class PPOAgent:
 
                 mbs = jax.tree_util.tree_map(split, batch)
                 carries = None
+            if dp is not None:
+                # Each device keeps its share of every minibatch (the shuffle would otherwise
+                # leave the layout to the compiler); the loss mean then all-reduces.
+                mbs = dp.constrain(mbs, axis=2 if recurrent else 1)
+                carries = dp.constrain(carries, axis=1)
             return jax.lax.scan(minibatch_step, carry, (mbs, carries))
 
         keys = jax.random.split(rng, cfg.num_epochs)
@@ -465,6 +503,9 @@ class PPOAgent:
             self.lr_schedule(state.update_step * cfg.num_epochs * num_mb), jnp.float32)
         new_state = PPOState(params=params, opt_state=opt_state,
                              update_step=state.update_step + 1, rnd=rnd)
+        if dp is not None:
+            new_state, metrics = jax.lax.with_sharding_constraint(
+                (new_state, metrics), dp.replicated())
         return new_state, metrics
 
 
