@@ -3,6 +3,8 @@ trajectories, and the errors. One Ray session serves the whole module."""
 
 import csv
 import json
+import os
+import signal
 import sys
 
 import numpy as np
@@ -173,7 +175,7 @@ def test_killed_actor_is_replaced_then_resume_hits_the_restart_limit(tmp_path, c
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_stale_trajectories_are_dropped_and_counted(tmp_path, capsys):
+def test_stale_trajectories_are_dropped_and_counted_then_sigint_stops_cleanly(tmp_path, capsys):
     # Two actors start from the same params: once the first trajectory is learned from, the
     # second is one update old, beyond max_policy_lag 0.
     exp = make_exp(tmp_path, RANDOM.format(steps=2048, lag=0))
@@ -183,6 +185,19 @@ def test_stale_trajectories_are_dropped_and_counted(tmp_path, capsys):
     assert loop.env_steps == 2048 and loop.updates == 4  # dropped ones add no env steps
     assert int(rows[-1]["dropped_stale"]) >= 1
     assert all(float(r["policy_lag"]) == 0.0 for r in rows)
+
+    # Ctrl-C (SIGINT) as on the local backend: checkpoint, the stop line, KeyboardInterrupt;
+    # the ray run resumes from where the first one ended.
+    def interrupt(updates, handles):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_distributed(exp, total_env_steps=8192, num_actors=2, on_update=interrupt)
+    out = capsys.readouterr().out
+    assert "resuming from ckpt_000000002048.msgpack" in out
+    assert "omega: stopped by signal 2 at 2,560 env steps; checkpoint saved" in out
+    assert list_checkpoints(exp / "checkpoints")[-1].name == "ckpt_000000002560.msgpack"
+    assert int(read_metrics(exp)[-1]["env_steps"]) == 2560
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,7 +113,6 @@ class Rollout(NamedTuple):
     episodes: list[EpisodeStats]
     version: int  # params version it was acted with
     worker_restarts: int  # env worker restarts during this rollout
-    pid: int
 
 
 class RolloutWorker:
@@ -137,7 +136,7 @@ class RolloutWorker:
         trajectory, episodes = self.actor.rollout(jax.device_put(params), length)
         restarts = self.actor.worker_restarts - self._reported_restarts
         self._reported_restarts = self.actor.worker_restarts
-        return Rollout(jax.device_get(trajectory), episodes, version, restarts, os.getpid())
+        return Rollout(jax.device_get(trajectory), episodes, version, restarts)
 
     def close(self) -> None:
         self.actor.close()
@@ -158,9 +157,10 @@ class _Fleet:
         self.remote_cls = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
         self.handles: list[Any] = [None] * num_actors
         self.generation = [0] * num_actors
-        self.pending: dict[Any, int] = {}  # rollout ref -> actor index
+        # in-flight ref -> (actor index, whether it is a replacement's pid call, made so the
+        # first rollout gets the params that are newest once it is up)
+        self.pending: dict[Any, tuple[int, bool]] = {}
         self.restarts = 0
-        self._announce: set[int] = set()  # replaced actors not heard from yet
 
     def start(self, index: int, env_steps: int) -> None:
         cfg = self.run.cfg
@@ -182,12 +182,7 @@ class _Fleet:
 
     def submit(self, index: int, params_ref: Any, version: int) -> None:
         ref = self.handles[index].rollout.remote(params_ref, version, self.run.rollout_length)
-        self.pending[ref] = index
-
-    def heard_from(self, index: int, pid: int) -> None:
-        if index in self._announce:
-            self._announce.discard(index)
-            print(f"omega: actor {index} is back (pid {pid})", file=self.out, flush=True)
+        self.pending[ref] = (index, False)
 
     def replace(self, index: int, error: BaseException, env_steps: int) -> None:
         limit = self.run.cfg.distributed.max_actor_restarts
@@ -201,7 +196,7 @@ class _Fleet:
         self.ray.kill(self.handles[index], no_restart=True)
         self.generation[index] += 1
         self.start(index, env_steps)
-        self._announce.add(index)
+        self.pending[self.handles[index].pid.remote()] = (index, True)
 
     def close(self) -> None:
         """Closes the envs of live actors (finishing their recordings), then kills them all."""
@@ -288,14 +283,16 @@ def train_distributed(exp_dir: str | Path, device: str | None = None,
                 ready, _ = ray.wait(list(fleet.pending), num_returns=1, timeout=_WAIT_S)
                 if not ready:
                     continue
-                index = fleet.pending.pop(ready[0])
+                index, is_replacement = fleet.pending.pop(ready[0])
                 try:
-                    result: Rollout = ray.get(ready[0])
+                    result = ray.get(ready[0])
                 except ray.exceptions.RayError as e:  # died, or its rollout raised
                     fleet.replace(index, e, loop.env_steps)
+                    continue
+                if is_replacement:
+                    print(f"omega: actor {index} is back (pid {result})", file=out, flush=True)
                     fleet.submit(index, params_ref, loop.updates)
                     continue
-                fleet.heard_from(index, result.pid)
                 worker_restarts += result.worker_restarts
                 ok, lag = admit(lag, loop.updates, result.version, max_lag)
                 if not ok:
