@@ -219,6 +219,8 @@ def test_ray_flags_and_muzero_are_refused_clearly(tmp_path, capsys):
     assert "--address needs --backend ray" in capsys.readouterr().err
     assert main(["run", "--dir", str(exp), "--backend", "ray", "--num-actors", "0"]) == 2
     assert "--num-actors must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["run", "--dir", str(exp), "--backend", "ray", "--device", "cpu:all"]) == 2
+    assert "runs on one device" in capsys.readouterr().err
     mz = make_exp(tmp_path, "agent_type: muzero\n", name="mz")
     assert main(["run", "--dir", str(mz), "--backend", "ray"]) == 2
     err = capsys.readouterr().err.strip()
