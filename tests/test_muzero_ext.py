@@ -1,6 +1,9 @@
-"""MuZero extensions: the regularized search policy (Grill et al. 2020), the state-consistency
-loss (EfficientZero) and reanalyze (MuZero Unplugged). Each is a config switch, off by default.
+"""MuZero extensions: the regularized search policy (Grill et al. 2020) and reanalyze
+(Schrittwieser et al. 2021). Each is a config switch, off by default.
 """
+
+import copy
+import dataclasses
 
 import chex
 import jax
@@ -9,19 +12,14 @@ import mctx
 import numpy as np
 import pytest
 
-from omega.agents.muzero import MuZeroConfig
+from omega.agents.base import Trajectory
+from omega.agents.muzero import MuZeroConfig, make_muzero_agent
 from omega.agents.muzero import agent as mz
 from omega.config import config_from_dict
 from omega.errors import ConfigError
+from omega.models.encoders import EncoderConfig
 
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-    """Tiny programs: XLA's optimisation passes would take longer than running them."""
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,3 +145,151 @@ def test_regularized_search_config():
     assert MuZeroConfig().search == "muzero"
     with pytest.raises(ConfigError, match="'regularized'"):
         config_from_dict({"agent_type": "muzero", "muzero": {"search": "rpo"}})
+
+
+# ---------------------------------------------------------------------------------------------
+# A walk over 4 rooms for the model-learning tests: the centre glyph of a 3x3 crop is the room;
+# action a moves from room s to (s + a) % 4; episodes end at random (terminal, reward 1 in
+# room 3). Episodes span several steps, so there are real next observations to be consistent
+# with.
+
+FLOOR = 2378
+ROOM_GLYPHS = np.array([2360, 2361, 2380, 2383], np.int16)
+TINY = EncoderConfig(kind="plain", map="crop", embed_dim=8, glyph_features=False,
+                     cnn_channels=(), mlp_hidden=32, blstats_hidden=8, output_dim=32)
+T, N, A = 16, 8, 4
+SMALL = MuZeroConfig(
+    latent_dim=16, dynamics_hidden=32, prediction_hidden=32, support_size=5, num_simulations=4,
+    rollout_length=T, replay_size=2048, warmup_steps=T * N, batch_size=32, replay_ratio=1.0,
+    unroll_steps=3, td_steps=3, learning_rate=3e-3)
+
+
+def room_obs(rooms):
+    crop = np.full(rooms.shape + (3, 3), FLOOR, np.int16)
+    crop[..., 1, 1] = ROOM_GLYPHS[rooms]
+    return {"glyphs_crop": crop}
+
+
+def walk_trajectory(np_rng, rng_policy=None):
+    rooms = np.zeros((T + 1, N), int)
+    rooms[0] = np_rng.integers(0, 4, N)
+    action = np_rng.integers(0, A, (T, N)).astype(np.int32)
+    terminated = np_rng.random((T, N)) < 0.2
+    for t in range(T):
+        moved = (rooms[t] + action[t]) % 4
+        rooms[t + 1] = np.where(terminated[t], np_rng.integers(0, 4, N), moved)
+    reward = (terminated & ((rooms[:T] + action) % 4 == 3)).astype(np.float32)
+    policy = (np.full((T, N, A), 1.0 / A, np.float32) if rng_policy is None
+              else rng_policy.dirichlet(np.ones(A), (T, N)).astype(np.float32))
+    return Trajectory(
+        obs=room_obs(rooms), first=np.concatenate([np.ones((1, N), bool), terminated]),
+        action=action, reward=reward, terminated=terminated, truncated=np.zeros((T, N), bool),
+        truncation_value=np.zeros((T, N), np.float32),
+        extras={"search_policy": policy, "root_value": np.zeros((T, N), np.float32)},
+        initial_carry=None)
+
+
+def filled_agent(cfg, rollouts=2, seed=0):
+    """An agent (initialised) whose replay holds ``rollouts`` walk trajectories."""
+    agent = make_muzero_agent(cfg, TINY, A, total_env_steps=10_000)
+    state = agent.init(jax.random.PRNGKey(seed), room_obs(np.zeros(1, int)), N)
+    np_rng = np.random.default_rng(seed)
+    for _ in range(rollouts):
+        traj = walk_trajectory(np_rng, np_rng)
+        agent.replay.add({k: v[:-1] for k, v in traj.obs.items()}, traj.action, traj.reward,
+                         traj.terminated, traj.truncated, traj.truncation_value,
+                         traj.extras["search_policy"], traj.extras["root_value"])
+    return agent, state
+
+
+# ---------------------------------------------------------------------------------------------
+# Reanalyze
+
+
+def stored_targets(agent):
+    return agent.replay.data["search_policy"].copy(), agent.replay.data["root_value"].copy()
+
+
+def test_reanalyze_off_changes_no_stored_target():
+    assert MuZeroConfig().reanalyze_fraction == 0.0
+    agent, state = filled_agent(SMALL)
+    policy, value = stored_targets(agent)
+    state, m = agent.learn(state, walk_trajectory(np.random.default_rng(5)),
+                           jax.random.PRNGKey(1))
+    assert int(state.train_steps) > 0 and "reanalyzed_steps" not in m
+    # Only the newly added rollout differs (it overwrote nothing: the replay is not full).
+    new, new_value = stored_targets(agent)
+    old_slots = slice(0, agent.replay.time - T)
+    np.testing.assert_array_equal(new[:, old_slots], policy[:, old_slots])
+    np.testing.assert_array_equal(new_value[:, old_slots], value[:, old_slots])
+
+
+@pytest.mark.parametrize("search", ["muzero", "gumbel"])
+def test_reanalyze_rewrites_the_sampled_subset_without_noise(search):
+    cfg = dataclasses.replace(SMALL, reanalyze_fraction=0.25, reanalyze_batch_size=24,
+                              search=search, max_considered_actions=4)
+    agent, state = filled_agent(cfg)
+    policy, value = stored_targets(agent)
+    starts = agent.replay.sample_starts(cfg.batch_size)
+    rng_before = copy.deepcopy(agent.replay.rng)
+    subset = copy.deepcopy(rng_before).choice(cfg.batch_size, 8, replace=False)
+    envs, times = agent._reanalyze(state.params, starts)
+    # A random 8 of the 32 sequences, K + 1 = 4 positions each (fewer where they overlap or
+    # run past the newest step).
+    env, start, _ = starts
+    expected = {(env[i], t) for i in subset for t in range(start[i], start[i] + 4)
+                if t < agent.replay.time}
+    assert set(zip(envs.tolist(), times.tolist(), strict=True)) == expected
+    assert 24 < len(envs) <= 32  # two search batches of 24, the second padded
+    new, new_value = stored_targets(agent)
+    slots = times % agent.replay.capacity
+    changed = np.zeros(value.shape, bool)
+    changed[envs, slots] = True
+    # Exactly the reanalyzed steps changed (the stored policies were random Dirichlet draws).
+    assert np.all(np.abs(new - policy).sum(-1)[changed] > 1e-4)
+    np.testing.assert_array_equal(new[~changed], policy[~changed])
+    np.testing.assert_array_equal(new_value[~changed], value[~changed])
+    np.testing.assert_allclose(new[envs, slots].sum(-1), 1.0, rtol=1e-5)
+
+    # Noise-free: the targets are those of the greedy search, whatever its key (24 steps: the
+    # search batch size, compiled already)...
+    first = envs[:24], slots[:24]
+    obs = agent.replay.observations_at(envs[:24], times[:24])
+    actor = agent.params(state)
+    greedy = agent.act(actor, obs, None, None, jax.random.PRNGKey(7), greedy=True).extras
+    np.testing.assert_allclose(new[first], greedy["search_policy"], atol=1e-5)
+    np.testing.assert_allclose(new_value[first], greedy["root_value"], atol=1e-5)
+    if search != "gumbel":  # ...not those of the noisy (Dirichlet) acting search
+        noisy = agent.act(actor, obs, None, None, jax.random.PRNGKey(7)).extras
+        assert np.abs(np.asarray(noisy["search_policy"]) - new[first]).max() > 1e-3
+    # ...and the same again given the same params (and the same subset).
+    agent.replay.data["search_policy"][:] = policy
+    agent.replay.rng = rng_before
+    again_envs, again_times = agent._reanalyze(state.params, starts)
+    np.testing.assert_array_equal(again_envs, envs)
+    np.testing.assert_array_equal(new, agent.replay.data["search_policy"])
+
+
+def test_learn_with_reanalyze():
+    cfg = dataclasses.replace(SMALL, reanalyze_fraction=0.5, reanalyze_batch_size=64,
+                              search="regularized")
+    agent, state = filled_agent(cfg, rollouts=1)
+    policy, _ = stored_targets(agent)
+    traces = None
+    for i in range(2):
+        state, m = agent.learn(state, walk_trajectory(np.random.default_rng(i)),
+                               jax.random.PRNGKey(i))
+        assert m["reanalyzed_steps"] > 0 and np.isfinite(m["loss"])
+        traces = traces or dict(agent.trace_counts)
+    assert dict(agent.trace_counts) == traces  # built once: no retrace on the second learn
+    assert agent.trace_counts["train"] == 1
+    # Some of the first rollout's stored targets are now the search's, not the Dirichlet draws.
+    new = agent.replay.data["search_policy"][:, :T]
+    assert np.any(np.abs(new - policy[:, :T]).sum(-1) > 1e-4)
+
+
+def test_reanalyze_config():
+    with pytest.raises(ConfigError, match="reanalyze_fraction"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"reanalyze_fraction": 1.5}})
+    with pytest.raises(ConfigError, match="reanalyze_batch_size"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"reanalyze_batch_size": 0}})

@@ -39,6 +39,10 @@ episodes) and returns unroll targets for ``K + 1`` positions ``tau .. tau + K``:
 
 Priorities are updated by the learner after each train step (``update_priorities``); new
 steps get the largest priority seen so far, so each is likely to be replayed once.
+
+Reanalyze: a learner can draw the starts first (``sample_starts``), recompute the search
+targets of the steps the batch will use (``unroll_positions``, ``observations_at``), write
+them back (``set_search_targets``) and then build the batch (``sample(starts=...)``).
 """
 
 from __future__ import annotations
@@ -249,10 +253,18 @@ class ReplayBuffer:
         env, offset = np.divmod(pick, len(times))
         return env, times[offset], weight.astype(np.float32)
 
-    def sample(self, batch_size: int) -> ReplayBatch:
+    def sample_starts(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(env [B], time [B], importance weight [B]) of sequence starts drawn as ``sample``
+        draws them; ``sample(starts=...)`` builds the batch (after, e.g., reanalyze)."""
         if len(self) == 0:
             raise ValueError("the replay buffer is empty")
-        env, start, weight = self._sample_starts(batch_size)
+        return self._sample_starts(batch_size)
+
+    def sample(self, batch_size: int,
+               starts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> ReplayBatch:
+        if len(self) == 0:
+            raise ValueError("the replay buffer is empty")
+        env, start, weight = self._sample_starts(batch_size) if starts is None else starts
         k, n, c = self.unroll, self.td_steps, self.capacity
         d = self.data
         newest = self.time - 1
@@ -326,3 +338,29 @@ class ReplayBuffer:
         priority = np.abs(np.asarray(priority, np.float64)) + PRIORITY_EPS
         self.data["priority"][index] = priority
         self._max_priority = max(self._max_priority, float(priority.max()))
+
+    # -- reanalyze ---------------------------------------------------------------------------
+
+    def unroll_positions(self, env: np.ndarray, start: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct stored steps (env [M], time [M]) at positions ``start .. start + K`` of
+        the sequences starting at (env [S], start [S]): those whose targets a batch uses."""
+        time = start[:, None] + np.arange(self.unroll + 1)  # [S, K+1]
+        env = np.broadcast_to(env[:, None], time.shape)
+        stored = time < self.time
+        key = np.unique(env[stored].astype(np.int64) * self.time + time[stored])
+        return key // self.time, key % self.time
+
+    def observations_at(self, env: np.ndarray, time: np.ndarray) -> dict[str, np.ndarray]:
+        """The stored observations [M, ...] of live steps (env [M], time [M])."""
+        slot = time % self.capacity
+        return {key: v[env, slot] for key, v in self.obs.items()}
+
+    def set_search_targets(self, env: np.ndarray, time: np.ndarray, search_policy: np.ndarray,
+                           root_value: np.ndarray) -> None:
+        """Replaces the stored search policies [M, A] and root values [M] of live steps."""
+        if np.any(time < self.oldest) or np.any(time >= self.time):
+            raise ValueError("search targets can only be set for live steps")
+        slot = time % self.capacity
+        self.data["search_policy"][env, slot] = search_policy
+        self.data["root_value"][env, slot] = root_value

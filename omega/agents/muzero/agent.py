@@ -26,6 +26,10 @@ gradient is halved at every unroll step and each unrolled step's loss is weighte
 MuZero. With prioritised replay the losses are importance-weighted and the sampled starts get
 the new priority ``|value target - predicted value|`` after each step.
 
+Options: with ``reanalyze_fraction`` > 0, that fraction of each batch's sequences first gets
+fresh search policies and root values from a noise-free search with the current params,
+written back to the replay (reanalyze, Schrittwieser et al. 2021).
+
 Checkpoints and resume: :class:`MuZeroState` (params, optimiser state, counters) is what a
 checkpoint holds. The replay buffer is not checkpointed: a resumed run starts with an empty
 buffer, acts with the restored params and trains again once the buffer holds
@@ -262,6 +266,7 @@ class MuZeroAgent:
         self._last_metrics: dict[str, float] = {}
         self._init = jax.jit(self._init_impl)
         self._act = jax.jit(self._act_impl, static_argnames="greedy")
+        self._reanalyze_key = jax.random.PRNGKey(0)
         self._value = jax.jit(self._value_impl)
         self._train_step = jax.jit(self._train_step_impl)
         self._temperature = jax.jit(self._temperature_impl)
@@ -326,8 +331,14 @@ class MuZeroAgent:
         if dp is not None:
             params, opt_state, train_steps = dp.replicate((params, opt_state, train_steps))
         step_metrics = []
+        reanalyzed = 0
         for _ in range(num_steps):
-            batch = self.replay.sample(cfg.batch_size)
+            if cfg.reanalyze_fraction > 0:
+                starts = self.replay.sample_starts(cfg.batch_size)
+                reanalyzed += len(self._reanalyze(params, starts)[0])
+                batch = self.replay.sample(cfg.batch_size, starts=starts)
+            else:
+                batch = self.replay.sample(cfg.batch_size)
             if not cfg.fresh_bootstrap:  # not needed on the device
                 batch = batch._replace(bootstrap_obs={})
             device_batch = batch._replace(index=())
@@ -355,7 +366,39 @@ class MuZeroAgent:
             train_steps=float(train_steps), replay_size=float(len(self.replay)),
             root_value_mean=float(np.mean(extras["root_value"])),
             temperature=float(self._temperature(state.env_steps)))
+        if cfg.reanalyze_fraction > 0:
+            metrics["reanalyzed_steps"] = float(reanalyzed)
         return new_state, metrics
+
+    def _reanalyze(self, params: Params, starts: tuple[np.ndarray, np.ndarray, np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh search targets for a random ``reanalyze_fraction`` of the sequences starting
+        at ``starts`` (env [B], time [B], weight [B]), written back to the replay; returns the
+        (env [M], time [M]) steps rewritten.
+
+        The search is the acting one, greedy: no Dirichlet or Gumbel noise, which would make
+        the targets a noisy copy of what the network already knows rather than its best
+        estimate. With a fixed key the targets depend on the params alone.
+        """
+        cfg = self.cfg
+        env, start, _ = starts
+        count = round(cfg.reanalyze_fraction * len(env))
+        if count == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        chosen = self.replay.rng.choice(len(env), size=count, replace=False)
+        envs, times = self.replay.unroll_positions(env[chosen], start[chosen])
+        actor = ActorParams(net=params, temperature=jnp.ones((), jnp.float32))
+        size = cfg.reanalyze_batch_size
+        for lo in range(0, len(envs), size):
+            e, t = envs[lo:lo + size], times[lo:lo + size]
+            pad = size - len(e)  # one batch shape, so one trace of the search
+            obs = self.replay.observations_at(np.pad(e, (0, pad), mode="edge"),
+                                              np.pad(t, (0, pad), mode="edge"))
+            out = self._act(actor, obs, self._reanalyze_key, greedy=True)
+            extras = jax.device_get(out.extras)
+            self.replay.set_search_targets(e, t, extras["search_policy"][:len(e)],
+                                           extras["root_value"][:len(e)])
+        return envs, times
 
     # -- jitted bodies -------------------------------------------------------------------------
 

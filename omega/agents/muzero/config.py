@@ -65,6 +65,11 @@ class MuZeroConfig:
     value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
     reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    # Reanalyze (Schrittwieser et al. 2021): this fraction of each sampled batch gets fresh
+    # search policies and root values from the current params (a noise-free search over the
+    # stored observations), written back to the replay before the batch is built. 0 = off.
+    reanalyze_fraction: float = dataclasses.field(default=0.0, metadata=_range(0.0, 1.0))
+    reanalyze_batch_size: int = dataclasses.field(default=256, metadata=_range(1))  # per search
 
     def __post_init__(self):
         if self.search not in ("muzero", "gumbel", "regularized"):
