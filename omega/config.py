@@ -288,6 +288,25 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
+_ADDED_LATER: dict[str, tuple[str, ...]] = {
+    "env": ("action_set",),
+    "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
+               "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
+               "chance_loss_weight", "commitment_loss_weight", "code_usage_weight"),
+}
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _plain(value: Any) -> Any:
+    """A default as config_to_dict writes values (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
 def config_hash(cfg: ExperimentConfig) -> str:
     """Hash of everything that shapes parameters and training; stored in checkpoints."""
     data = config_to_dict(cfg)
@@ -296,8 +315,14 @@ def config_hash(cfg: ExperimentConfig) -> str:
     data.pop("record", None)
     data.pop("eval", None)
     data.pop("distributed", None)  # how acting is spread out, not what is learned
-    if data["env"].get("action_set") == "default":
-        data["env"].pop("action_set")  # keeps hashes of experiments made before the key valid
+    # Keys added after experiments already existed leave the hash out while they are at
+    # their defaults, so those experiments keep resuming and evaluating after an upgrade.
+    for section, keys in _ADDED_LATER.items():
+        fields = {f.name: f for f in dataclasses.fields(type(getattr(cfg, section)))}
+        for key in keys:
+            if key in data.get(section, {}) and \
+                    data[section][key] == _plain(_field_default(fields[key])):
+                data[section].pop(key)
     if data.get("agent_type") != "muzero":
         # The section is unused there; leaving it out keeps hashes of experiments made
         # before it existed valid.
