@@ -1,5 +1,6 @@
-"""MuZero extensions: the regularized search policy (Grill et al. 2020) and reanalyze
-(Schrittwieser et al. 2021). Each is a config switch, off by default.
+"""MuZero extensions: the regularized search policy (Grill et al. 2020), the state-consistency
+loss (EfficientZero) and reanalyze (Schrittwieser et al. 2021). Each is a config switch, off by
+default.
 """
 
 import copy
@@ -203,6 +204,83 @@ def filled_agent(cfg, rollouts=2, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------
+# State consistency
+
+CONSISTENT = dataclasses.replace(SMALL, consistency_loss_weight=2.0)
+
+
+def test_consistency_loss_stops_the_target_gradient():
+    rng = np.random.default_rng(0)
+    online = jnp.asarray(rng.normal(size=(3, 2, 5)), jnp.float32)
+    target = jnp.asarray(rng.normal(size=(3, 2, 5)), jnp.float32)
+    mask = jnp.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    loss = mz.consistency_loss(online, target, mask)
+    chex.assert_shape(loss, (3,))
+    np.testing.assert_allclose(mz.consistency_loss(online, online, mask), [-1.0, -0.5, 0.0],
+                               rtol=1e-6)
+    g_target = jax.grad(lambda x: mz.consistency_loss(online, x, mask).sum())(target)
+    g_online = jax.grad(lambda x: mz.consistency_loss(x, target, mask).sum())(online)
+    np.testing.assert_array_equal(g_target, 0.0)
+    assert float(jnp.abs(g_online[0]).sum()) > 0
+    np.testing.assert_array_equal(g_online[2], 0.0)  # masked: no gradient either
+
+
+def test_consistency_is_off_by_default():
+    assert MuZeroConfig().consistency_loss_weight == 0.0
+    agent, state = filled_agent(SMALL, rollouts=1)
+    assert "projection" not in state.params["params"]
+    assert agent.replay.sample(4).next_obs is None
+    with pytest.raises(ConfigError, match="consistency_loss_weight"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"consistency_loss_weight": -1}})
+
+
+def test_consistency_loss_decreases_on_a_fixed_batch():
+    agent, state = filled_agent(CONSISTENT)
+    assert {"projection", "predictor"} <= set(state.params["params"])
+    batch = agent.replay.sample(CONSISTENT.batch_size)._replace(index=())
+    assert batch.next_obs_mask.sum() > 0
+    params, opt_state = state.params, state.opt_state
+    losses = []
+    for i in range(40):
+        params, opt_state, metrics, _ = agent._train_step(params, opt_state, jnp.int32(i), batch)
+        losses.append(float(metrics["consistency_loss"]))
+    assert agent.trace_counts["train"] == 1
+    assert -1.0 <= min(losses) and max(losses) <= 1.0
+    assert losses[-1] < losses[0] - 0.1, losses
+    # The loss is one of learn's metrics from the first (warm-up) row on.
+    warming, warming_state = filled_agent(
+        dataclasses.replace(CONSISTENT, warmup_steps=2 * T * N), rollouts=0)
+    _, m = warming.learn(warming_state, walk_trajectory(np.random.default_rng(1)),
+                         jax.random.PRNGKey(0))
+    assert np.isnan(m["consistency_loss"]) and np.isnan(m["loss"])
+
+
+def test_consistency_is_masked_past_episode_ends():
+    agent, state = filled_agent(CONSISTENT)
+    batch = agent.replay.sample(CONSISTENT.batch_size)._replace(index=())
+    mask = batch.next_obs_mask  # [B, K]
+    # From a step that ends the episode on, the stored next observation is another episode's.
+    assert 0 < mask.mean() < 1
+    assert np.all(mask[batch.terminal_target == 1] == 0)
+    np.testing.assert_array_equal(mask, batch.policy_mask[:, 1:])
+    loss = jax.jit(agent._loss)
+
+    def with_next_glyph(where, glyph):
+        crop = batch.next_obs["glyphs_crop"].copy()
+        crop[where] = glyph
+        return batch._replace(next_obs={"glyphs_crop": crop})
+
+    base, aux = loss(state.params, batch)
+    masked = with_next_glyph(mask == 0, 2361)
+    np.testing.assert_allclose(loss(state.params, masked)[1]["consistency_loss"],
+                               aux["consistency_loss"], rtol=1e-6)
+    np.testing.assert_allclose(loss(state.params, masked)[0], base, rtol=1e-6)
+    changed = with_next_glyph(mask == 1, 2361)
+    assert abs(float(loss(state.params, changed)[1]["consistency_loss"])
+               - float(aux["consistency_loss"])) > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
 # Reanalyze
 
 
@@ -272,7 +350,7 @@ def test_reanalyze_rewrites_the_sampled_subset_without_noise(search):
 
 def test_learn_with_reanalyze():
     cfg = dataclasses.replace(SMALL, reanalyze_fraction=0.5, reanalyze_batch_size=64,
-                              search="regularized")
+                              consistency_loss_weight=1.0, search="regularized")
     agent, state = filled_agent(cfg, rollouts=1)
     policy, _ = stored_targets(agent)
     traces = None
@@ -280,6 +358,7 @@ def test_learn_with_reanalyze():
         state, m = agent.learn(state, walk_trajectory(np.random.default_rng(i)),
                                jax.random.PRNGKey(i))
         assert m["reanalyzed_steps"] > 0 and np.isfinite(m["loss"])
+        assert np.isfinite(m["consistency_loss"])
         traces = traces or dict(agent.trace_counts)
     assert dict(agent.trace_counts) == traces  # built once: no retrace on the second learn
     assert agent.trace_counts["train"] == 1

@@ -76,6 +76,11 @@ class ReplayBatch(NamedTuple):
     bootstrap_discount: np.ndarray  # [B, K+1] float32, gamma^m, 0 where nothing bootstraps
     bootstrap_obs: dict[str, np.ndarray]  # [B, K+1, ...] the observation bootstrapped from
     index: tuple[np.ndarray, np.ndarray]  # ([B] env, [B] slot): for update_priorities
+    # With ``next_obs=True`` only (None otherwise): the observation after each unrolled step,
+    # and 1 where it really is that step's successor (0 at and after an episode end, whose
+    # stored next observation starts the next episode, and past the newest stored step).
+    next_obs: dict[str, np.ndarray] | None = None  # [B, K, ...]
+    next_obs_mask: np.ndarray | None = None  # [B, K] float32
 
 
 def nstep_value_targets(reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
@@ -118,7 +123,8 @@ class ReplayBuffer:
     def __init__(self, max_size: int, num_unroll_steps: int, td_steps: int, gamma: float,
                  max_age: int | None = None, prioritized: bool = False,
                  priority_alpha: float = 0.6, priority_beta: float = 0.4,
-                 success_fraction: float | None = None, seed: int = 0):
+                 success_fraction: float | None = None, next_obs: bool = False,
+                 seed: int = 0):
         if max_size < 1 or num_unroll_steps < 0 or td_steps < 1:
             raise ValueError("max_size >= 1, num_unroll_steps >= 0 and td_steps >= 1 required")
         self.max_size = int(max_size)
@@ -130,6 +136,7 @@ class ReplayBuffer:
         self.alpha = float(priority_alpha)
         self.beta = float(priority_beta)
         self.success_fraction = success_fraction
+        self.with_next_obs = bool(next_obs)
         self.rng = np.random.default_rng(seed)
         self.num_envs = 0
         self.capacity = 0  # slots per env
@@ -323,6 +330,10 @@ class ReplayBuffer:
         start_slot = start % c
         obs = {key: v[env, start_slot] for key, v in self.obs.items()}
         f32 = np.float32
+        next_obs, next_obs_mask = None, None
+        if self.with_next_obs:
+            next_obs = {key: v[env[:, None], (steps + 1) % c] for key, v in self.obs.items()}
+            next_obs_mask = (inside[:, :-1] & ~done & (steps + 1 <= newest)).astype(f32)
         return ReplayBatch(
             obs=obs, action=action.astype(np.int32), reward_target=reward.astype(f32),
             reward_mask=reward_mask.astype(f32), terminal_target=after_term[:, 1:].astype(f32),
@@ -330,7 +341,8 @@ class ReplayBuffer:
             value_mask=value_mask.astype(f32), policy_target=policy.astype(f32),
             policy_mask=inside.astype(f32), weight=weight,
             value_partial=value_partial.astype(f32), bootstrap_discount=boot_discount.astype(f32),
-            bootstrap_obs=bootstrap_obs, index=(env, start_slot))
+            bootstrap_obs=bootstrap_obs, index=(env, start_slot), next_obs=next_obs,
+            next_obs_mask=next_obs_mask)
 
     def update_priorities(self, index: tuple[np.ndarray, np.ndarray],
                           priority: np.ndarray) -> None:

@@ -26,9 +26,11 @@ gradient is halved at every unroll step and each unrolled step's loss is weighte
 MuZero. With prioritised replay the losses are importance-weighted and the sampled starts get
 the new priority ``|value target - predicted value|`` after each step.
 
-Options: with ``reanalyze_fraction`` > 0, that fraction of each batch's sequences first gets
-fresh search policies and root values from a noise-free search with the current params,
-written back to the replay (reanalyze, Schrittwieser et al. 2021).
+Options: with ``consistency_loss_weight`` > 0 a state-consistency loss (EfficientZero) also
+pulls each unrolled latent towards the representation of the real observation it stands for
+(:func:`consistency_loss`). With ``reanalyze_fraction`` > 0, that fraction of each batch's
+sequences first gets fresh search policies and root values from a noise-free search with the
+current params, written back to the replay (reanalyze, Schrittwieser et al. 2021).
 
 Checkpoints and resume: :class:`MuZeroState` (params, optimiser state, counters) is what a
 checkpoint holds. The replay buffer is not checkpointed: a resumed run starts with an empty
@@ -199,6 +201,18 @@ def cross_entropy(target: jax.Array, logits: jax.Array) -> jax.Array:
     return -jnp.sum(target * jax.nn.log_softmax(logits), axis=-1)
 
 
+def consistency_loss(online: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+    """Negative cosine similarity of the online projections [B, K, P] to the targets
+    [B, K, P] (no gradient into them), masked [B, K] and averaged over K: -> [B]."""
+    target = jax.lax.stop_gradient(target)
+    cos = jnp.sum(_unit(online) * _unit(target), axis=-1)  # [B, K]
+    return -jnp.sum(cos * mask, axis=-1) / mask.shape[-1]
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
 class Losses(NamedTuple):
     policy: jax.Array  # [B, K+1]
     value: jax.Array  # [B, K+1]
@@ -244,9 +258,10 @@ class MuZeroAgent:
         self.encoder_cfg = encoder_cfg
         self.num_actions = int(num_actions)
         self.total_env_steps = max(1, int(total_env_steps))
-        self.network = MuZeroNetwork(encoder_cfg, self.num_actions, cfg.latent_dim,
-                                     cfg.dynamics_hidden, cfg.prediction_hidden,
-                                     cfg.support_size)
+        self.network = MuZeroNetwork(
+            encoder_cfg, self.num_actions, cfg.latent_dim, cfg.dynamics_hidden,
+            cfg.prediction_hidden, cfg.support_size,
+            projection_dim=cfg.latent_dim if cfg.consistency_loss_weight > 0 else 0)
         self.total_train_steps = max(1, int(
             cfg.replay_ratio * max(0, self.total_env_steps - cfg.warmup_steps) / cfg.batch_size))
         if cfg.lr_schedule == "linear":
@@ -277,7 +292,7 @@ class MuZeroAgent:
             max_size=cfg.replay_size, num_unroll_steps=cfg.unroll_steps, td_steps=cfg.td_steps,
             gamma=cfg.gamma, max_age=cfg.replay_max_age, prioritized=cfg.prioritized,
             priority_alpha=cfg.priority_alpha, priority_beta=cfg.priority_beta,
-            success_fraction=cfg.success_fraction)
+            success_fraction=cfg.success_fraction, next_obs=cfg.consistency_loss_weight > 0)
 
     def use_data_parallel(self, data_parallel: DataParallel) -> None:
         """Learn data-parallel: params and optimiser state replicated, every replay batch
@@ -357,6 +372,8 @@ class MuZeroAgent:
             self._last_metrics = dict.fromkeys(
                 ("loss", "policy_loss", "value_loss", "reward_loss", "terminal_loss",
                  "value_error", "grad_norm", "learning_rate"), float("nan"))
+            if cfg.consistency_loss_weight > 0:
+                self._last_metrics["consistency_loss"] = float("nan")
         new_state = MuZeroState(
             params=params, opt_state=opt_state, train_steps=train_steps,
             env_steps=state.env_steps + t * n,
@@ -471,9 +488,9 @@ class MuZeroAgent:
             # MuZero halves the gradient into the dynamics at every step, so the total
             # gradient reaching the representation does not grow with the unroll length.
             return scale_gradient(next_latent, 0.5), (reward_logits, terminal_logit, logits,
-                                                      value_logits)
+                                                      value_logits, next_latent)
 
-        _, (reward_logits, terminal_logits, logits, value_logits) = jax.lax.scan(
+        _, (reward_logits, terminal_logits, logits, value_logits, latents) = jax.lax.scan(
             step, latent, jnp.swapaxes(batch.action, 0, 1))  # each [K, B, ...]
         policy_logits = jnp.concatenate([logits0[None], logits], 0).swapaxes(0, 1)  # [B, K+1, A]
         value_logits = jnp.concatenate([value_logits0[None], value_logits],
@@ -499,13 +516,31 @@ class MuZeroAgent:
         terminal = losses.terminal.sum(-1) / k  # [B]
         per_sample = (cfg.policy_loss_weight * policy + cfg.value_loss_weight * value
                       + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal)
+        extra = {}
+        if cfg.consistency_loss_weight > 0:
+            consistency = self._consistency(params, latents.swapaxes(0, 1), batch)  # [B]
+            per_sample = per_sample + cfg.consistency_loss_weight * consistency
+            extra["consistency_loss"] = consistency.mean()
         loss = jnp.mean(batch.weight * per_sample)
         predicted = logits_to_scalar(value_logits[:, 0], cfg.support_size)  # [B]
         error = jnp.abs(batch.value_target[:, 0] - predicted)  # [B]
         aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
                "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
-               "value_error": error.mean(), "priority": error}
+               "value_error": error.mean(), "priority": error, **extra}
         return loss, aux
+
+    def _consistency(self, params: Params, latents: jax.Array, batch: ReplayBatch) -> jax.Array:
+        """The state-consistency loss [B] of the unrolled latents [B, K, D] against the
+        representations of the observations they should stand for (``batch.next_obs``)."""
+        b, k, d = latents.shape
+        next_obs = {key: v.reshape((b * k,) + v.shape[2:])
+                    for key, v in batch.next_obs.items()}  # [B*K, ...]
+        real = self.network.apply(params, next_obs, method=MuZeroNetwork.represent)  # [B*K, D]
+        target = self.network.apply(params, real, False, method=MuZeroNetwork.project)
+        online = self.network.apply(params, latents.reshape(b * k, d), True,
+                                    method=MuZeroNetwork.project)
+        return consistency_loss(online.reshape(b, k, -1), target.reshape(b, k, -1),
+                                batch.next_obs_mask)
 
     def _train_step_impl(self, params: Params, opt_state: optax.OptState, step: jax.Array,
                          batch: ReplayBatch) -> tuple[Params, optax.OptState, dict[str, Any],

@@ -65,6 +65,9 @@ class MuZeroConfig:
     value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
     reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    # Self-supervised state consistency (EfficientZero): the latent after k dynamics steps is
+    # pulled towards the representation of the real observation k steps later. 0 = off.
+    consistency_loss_weight: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     # Reanalyze (Schrittwieser et al. 2021): this fraction of each sampled batch gets fresh
     # search policies and root values from the current params (a noise-free search over the
     # stored observations), written back to the replay before the batch is built. 0 = off.

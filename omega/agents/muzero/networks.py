@@ -9,7 +9,9 @@
   terminal head predicts whether the transition ends the episode; the search discounts by
   ``gamma * (1 - p_terminal)``, so whatever the model imagines past a predicted terminal
   (where it was trained for at most ``K`` steps) does not count;
-- prediction: latent -> (policy logits, value).
+- prediction: latent -> (policy logits, value);
+- with ``projection_dim`` > 0, a projection and a predictor head for the state-consistency
+  loss (EfficientZero, SimSiam-style): latent -> projection (-> prediction).
 
 Value and reward are categorical over the integers ``-S..S`` after the invertible
 ``h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x`` (rlax.signed_hyperbolic); targets are two-hot.
@@ -120,6 +122,17 @@ class Prediction(nn.Module):
         return logits, value_logits
 
 
+class ProjectionMLP(nn.Module):
+    """Dense -> LayerNorm -> ReLU -> Dense: the consistency loss's projection and predictor."""
+
+    hidden: int
+    out: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Dense(self.out)(nn.relu(nn.LayerNorm()(nn.Dense(self.hidden)(x))))
+
+
 class MuZeroNetwork(nn.Module):
     encoder_cfg: EncoderConfig
     num_actions: int
@@ -127,12 +140,28 @@ class MuZeroNetwork(nn.Module):
     dynamics_hidden: int
     prediction_hidden: int
     support_size: int
+    # Width of the state-consistency projection (EfficientZero); 0: no projection heads, so
+    # the params are those of plain MuZero.
+    projection_dim: int = 0
 
     def setup(self):
         bins = num_bins(self.support_size)
         self.representation = Representation(self.encoder_cfg, self.latent_dim)
         self.dynamics = Dynamics(self.num_actions, self.dynamics_hidden, bins)
         self.prediction = Prediction(self.num_actions, self.prediction_hidden, bins)
+        if self.projection_dim:
+            self.projection = ProjectionMLP(self.prediction_hidden, self.projection_dim)
+            self.predictor = ProjectionMLP(self.prediction_hidden, self.projection_dim)
+
+    def represent(self, obs: Mapping[str, jax.Array]) -> jax.Array:
+        """obs -> latent [B, D]."""
+        return self.representation(obs)
+
+    def project(self, latent: jax.Array, predict: bool) -> jax.Array:
+        """latent [B, D] -> projection [B, P]; ``predict`` adds the predictor (the online
+        branch of the consistency loss; the target branch is the projection alone)."""
+        z = self.projection(latent)
+        return self.predictor(z) if predict else z
 
     def initial_inference(self, obs: Mapping[str, jax.Array]
                           ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -152,4 +181,7 @@ class MuZeroNetwork(nn.Module):
     def __call__(self, obs: Mapping[str, jax.Array], action: jax.Array):
         """Touches every submodule, for ``init``."""
         latent, _, _ = self.initial_inference(obs)
-        return self.recurrent_inference(latent, action)
+        out = self.recurrent_inference(latent, action)
+        if self.projection_dim:
+            self.project(latent, predict=True)
+        return out
