@@ -61,7 +61,7 @@ distributed:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=True,
              logging_level="WARNING")
     yield
     ray.shutdown()
@@ -177,9 +177,15 @@ def test_killed_actor_is_replaced_then_resume_hits_the_restart_limit(tmp_path, c
 @pytest.mark.usefixtures("ray_session")
 def test_stale_trajectories_are_dropped_and_counted_then_sigint_stops_cleanly(tmp_path, capsys):
     # Two actors start from the same params: once the first trajectory is learned from, the
-    # second is one update old, beyond max_policy_lag 0.
+    # other actor's is one update old, beyond max_policy_lag 0. The hook makes sure that one
+    # is finished before the run is (an actor answers pid() after its rollout in flight).
     exp = make_exp(tmp_path, RANDOM.format(steps=2048, lag=0))
-    loop = train_distributed(exp, num_actors=2)
+
+    def wait_for_every_actor(updates, handles):
+        if updates == 1:
+            ray.get([h.pid.remote() for h in handles])
+
+    loop = train_distributed(exp, num_actors=2, on_update=wait_for_every_actor)
     assert "most trajectories will be dropped as stale" in capsys.readouterr().out
     rows = read_metrics(exp)
     assert loop.env_steps == 2048 and loop.updates == 4  # dropped ones add no env steps
@@ -221,6 +227,10 @@ def test_ray_flags_and_muzero_are_refused_clearly(tmp_path, capsys):
     assert "--num-actors must be >= 1, got 0" in capsys.readouterr().err
     assert main(["run", "--dir", str(exp), "--backend", "ray", "--device", "cpu:all"]) == 2
     assert "runs on one device" in capsys.readouterr().err
+    # Nobody listens on port 1: one line at once, instead of Ray retrying for minutes.
+    assert main(["run", "--dir", str(exp), "--backend", "ray", "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no Ray cluster answers at --address 127.0.0.1:1" in err
     mz = make_exp(tmp_path, "agent_type: muzero\n", name="mz")
     assert main(["run", "--dir", str(mz), "--backend", "ray"]) == 2
     err = capsys.readouterr().err.strip()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -208,6 +209,19 @@ class _Fleet:
         self.pending.clear()
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fails fast on a HOST:PORT nobody listens on (``ray.init`` would retry for minutes)."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise OmegaError(f"no Ray cluster answers at --address {address} ({e.strerror or e}); "
+                         "start one with 'ray start --head' or fix the address") from None
+
+
 def _init_ray(ray: Any, address: str | None, num_actors: int) -> bool:
     """Starts or joins Ray unless this process already did; returns whether it did now."""
     if ray.is_initialized():
@@ -215,7 +229,9 @@ def _init_ray(ray: Any, address: str | None, num_actors: int) -> bool:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
                               "logging_level": "WARNING"}
     if address is None:
-        # Each actor asks Ray for one CPU; a local Ray always has room for all of them.
+        # A private instance ("local"): None would join a 'ray start' cluster or RAY_ADDRESS.
+        # Each actor asks Ray for one CPU; this one always has room for all of them.
+        address = "local"
         kwargs["num_cpus"] = max(os.cpu_count() or 1, num_actors)
     try:
         with warnings.catch_warnings():
@@ -225,7 +241,7 @@ def _init_ray(ray: Any, address: str | None, num_actors: int) -> bool:
                                     category=RuntimeWarning)
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise OmegaError(f"could not start or reach Ray at {address or 'a new local instance'} "
+        raise OmegaError(f"could not start or reach Ray at {address} "
                          f"({_one_line(e)}); check --address (e.g. ray://HOST:10001 or "
                          "HOST:6379 of 'ray start --head')") from None
     return True
@@ -255,6 +271,8 @@ def train_distributed(exp_dir: str | Path, device: str | None = None,
         raise OmegaError(f"--num-actors must be >= 1, got {n_actors}")
     max_lag = cfg.distributed.max_policy_lag
     dev = resolve_device(device)
+    if address is not None and not ray.is_initialized():
+        check_reachable(address)
 
     with jax.default_device(dev):
         run = prepare_run(exp_dir, total_env_steps, dev, out, describe_envs=(
