@@ -206,8 +206,33 @@ def test_stale_trajectories_are_dropped_and_counted_then_sigint_stops_cleanly(tm
     assert int(read_metrics(exp)[-1]["env_steps"]) == 2560
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_actor_that_cannot_start_is_one_clear_line(tmp_path, capsys):
+    # The driver never records; an actor's envs must, into a dir that is a file here.
+    exp = make_exp(tmp_path, RANDOM.format(steps=512, lag=2).replace(
+        "every_n_episodes: 0", "every_n_episodes: 1"))
+    (exp / "episodes").rmdir()
+    (exp / "episodes").write_text("")
+    assert main(["run", "--dir", str(exp), "--backend", "ray", "--num-actors", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("omega: error: Ray actor 0 could not start (")
+    assert "Not a directory" in err
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors that need no Ray session
+
+
+def test_remote_traceback_is_summarised_by_its_exception_line():
+    from omega.training.distributed import _one_line
+
+    remote = ValueError("The actor died because of an error raised in its creation task, "
+                        "\x1b[36mray::RolloutWorker.__init__()\x1b[39m (pid=1)\n"
+                        "  File \"x.py\", line 6, in __init__\n"
+                        "omega.envs.vector.EnvWorkerError: env 0 could not be built\n")
+    assert _one_line(remote) == "omega.envs.vector.EnvWorkerError: env 0 could not be built"
+    assert _one_line(RuntimeError("died\nmore")) == "RuntimeError: died"
 
 
 def test_missing_ray_is_one_clear_line(tmp_path, capsys, monkeypatch):

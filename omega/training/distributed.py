@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import sys
 import warnings
@@ -143,11 +144,21 @@ class RolloutWorker:
         self.actor.close()
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
+
+
 def _one_line(error: BaseException) -> str:
     cause = getattr(error, "cause", None) or error  # RayTaskError wraps the actor's exception
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    lines = [ln.strip() for ln in _ANSI.sub("", str(cause)).splitlines() if ln.strip()]
+    # An actor that failed in its constructor comes back with the remote traceback in the
+    # message; its last exception line names the real problem.
+    raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    if raised:
+        text = raised[-1]
+    else:
+        text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class _Fleet:
