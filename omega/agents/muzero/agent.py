@@ -249,6 +249,12 @@ def temperature_at(schedule: tuple[tuple[float, float], ...], progress: jax.Arra
 class MuZeroAgent:
     """Implements :class:`omega.agents.base.Agent` (see the module docstring)."""
 
+    # The train-step metrics, logged as NaN while the replay warms up so that metrics.csv has
+    # the same columns from its first row on.
+    loss_columns: tuple[str, ...] = ("loss", "policy_loss", "value_loss", "reward_loss",
+                                     "terminal_loss", "value_error", "grad_norm",
+                                     "learning_rate")
+
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
         if encoder_cfg.recurrent:
@@ -369,9 +375,7 @@ class MuZeroAgent:
             stacked = jax.device_get(step_metrics)
             self._last_metrics = {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
         elif not self._last_metrics:  # still warming up: the same columns, empty
-            self._last_metrics = dict.fromkeys(
-                ("loss", "policy_loss", "value_loss", "reward_loss", "terminal_loss",
-                 "value_error", "grad_norm", "learning_rate"), float("nan"))
+            self._last_metrics = dict.fromkeys(self.loss_columns, float("nan"))
             if cfg.consistency_loss_weight > 0:
                 self._last_metrics["consistency_loss"] = float("nan")
         new_state = MuZeroState(
@@ -557,5 +561,10 @@ class MuZeroAgent:
 
 def make_muzero_agent(cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                       total_env_steps: int) -> MuZeroAgent:
-    """A MuZero agent; ``total_env_steps`` sets the temperature and lr schedules' length."""
+    """A MuZero agent (Stochastic MuZero with ``cfg.stochastic``); ``total_env_steps`` sets
+    the temperature and lr schedules' length."""
+    if cfg.stochastic:
+        from omega.agents.muzero.stochastic import StochasticMuZeroAgent
+
+        return StochasticMuZeroAgent(cfg, encoder_cfg, num_actions, total_env_steps)
     return MuZeroAgent(cfg, encoder_cfg, num_actions, total_env_steps)

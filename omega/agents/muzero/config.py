@@ -73,11 +73,29 @@ class MuZeroConfig:
     # stored observations), written back to the replay before the batch is built. 0 = off.
     reanalyze_fraction: float = dataclasses.field(default=0.0, metadata=_range(0.0, 1.0))
     reanalyze_batch_size: int = dataclasses.field(default=256, metadata=_range(1))  # per search
+    # Stochastic MuZero (chance nodes: afterstate dynamics and prediction, a chance encoder
+    # over a codebook of num_chance_outcomes one-hot codes); searches with
+    # mctx.stochastic_muzero_policy, so search must be "muzero" or "regularized".
+    stochastic: bool = False
+    num_chance_outcomes: int = dataclasses.field(default=8, metadata=_range(2))
+    afterstate_value_loss_weight: float = dataclasses.field(default=0.25,
+                                                            metadata=_range(0.0))
+    chance_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    commitment_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    # Rewards using many codes (the entropy of the batch's average code distribution).
+    code_usage_weight: float = dataclasses.field(default=0.1, metadata=_range(0.0))
 
     def __post_init__(self):
         if self.search not in ("muzero", "gumbel", "regularized"):
             raise ValueError("search must be 'muzero', 'gumbel' or 'regularized', got "
                              f"{self.search!r}")
+        if self.stochastic and self.consistency_loss_weight > 0:
+            raise ValueError("consistency_loss_weight > 0 is not available with stochastic: true "
+                             "(the chance model has no projection heads); set it to 0")
+        if self.stochastic and self.search == "gumbel":
+            raise ValueError("stochastic: true searches with chance nodes (pUCT); set search to "
+                             "'muzero' or 'regularized' (there is no Gumbel search with chance "
+                             "nodes)")
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError("lr_schedule must be 'constant', 'linear' or 'cosine', got "
                              f"{self.lr_schedule!r}")
