@@ -48,6 +48,8 @@ from omega.agents.muzero.networks import (
 from omega.models.encoders import EncoderConfig, make_encoder
 from omega.replay import ReplayBatch
 
+CODE_USAGE_TEMPERATURE = 0.1
+
 # ---------------------------------------------------------------------------------------------
 # Pure pieces
 
@@ -320,8 +322,9 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
 
         # Codebook usage: the entropy of the batch's average code distribution. Without it
         # the codes collapse onto one (a deterministic model) before the losses downstream
-        # can tell outcomes apart.
-        probs = jax.nn.softmax(encoder_logits, -1)  # [B, K, C]
+        # can tell outcomes apart. The sharp softmax makes the average follow the argmax codes
+        # (a plain softmax of outputs near one-hot codes is near uniform whatever they are).
+        probs = jax.nn.softmax(encoder_logits / CODE_USAGE_TEMPERATURE, -1)  # [B, K, C]
         usage = jnp.sum(probs * has_next[..., None], (0, 1)) / jnp.maximum(has_next.sum(), 1.0)
         usage_entropy = -jnp.sum(usage * jnp.log(usage + 1e-8))
 
