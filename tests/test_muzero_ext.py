@@ -150,9 +150,9 @@ def test_regularized_search_config():
 
 # ---------------------------------------------------------------------------------------------
 # A walk over 4 rooms for the model-learning tests: the centre glyph of a 3x3 crop is the room;
-# action a moves from room s to (s + a) % 4; episodes end at random (terminal, reward 1 in
-# room 3). Episodes span several steps, so there are real next observations to be consistent
-# with.
+# action a moves from room s to (s + a) % 4; episodes end at random (terminal; reward 1 when
+# that last move lands in room 3). Episodes span several steps, so there are real next
+# observations to be consistent with.
 
 FLOOR = 2378
 ROOM_GLYPHS = np.array([2360, 2361, 2380, 2383], np.int16)
