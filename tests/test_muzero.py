@@ -102,6 +102,40 @@ def test_search_finds_the_delayed_reward(greedy, search):
     assert np.all(np.asarray(out.root_value) > 0.5)
 
 
+@pytest.mark.parametrize("search", ["muzero", "gumbel", "regularized"])
+def test_evaluation_search_has_no_exploration_noise(search):
+    # State 2: both actions pay 2, so the search policy keeps mass on both, and the prior
+    # decides how much: root noise on the prior would move it.
+    roots = jnp.full(64, 2, jnp.int32)
+    root = mctx.RootFnOutput(prior_logits=jnp.tile(jnp.array([[1.0, 0.0]]), (64, 1)),
+                             value=jnp.zeros(64), embedding=roots)
+
+    def run(rng, explore):
+        return jax.jit(lambda key: mz.run_search(
+            {}, key, root, hand_recurrent_fn, num_simulations=64, pb_c_init=1.25,
+            pb_c_base=19652, dirichlet_alpha=0.3, dirichlet_fraction=0.5, temperature=1.0,
+            greedy=False, search=search, max_considered_actions=2, explore=explore))(rng)
+
+    a, b = run(jax.random.PRNGKey(0), 0.0), run(jax.random.PRNGKey(1), 0.0)
+    # No noise: the search policy is the same for every root and every key ...
+    np.testing.assert_allclose(a.search_policy, b.search_policy, rtol=1e-6)
+    np.testing.assert_allclose(a.search_policy, np.tile(a.search_policy[:1], (64, 1)),
+                               rtol=1e-6)
+    # ... and actions are sampled from it, not always its argmax.
+    actions = np.concatenate([a.action, b.action])
+    assert 0 < actions.mean() < 1, actions
+    if search == "muzero":  # the visit counts are where pUCT's root noise shows
+        noisy = run(jax.random.PRNGKey(0), 1.0)
+        assert not np.allclose(noisy.search_policy, np.tile(noisy.search_policy[:1], (64, 1)))
+
+
+def test_eval_params_turn_exploration_off(bandit_run):
+    agent, state, _, _ = bandit_run
+    assert float(agent.params(state).explore) == 1.0
+    assert float(agent.eval_params(state).explore) == 0.0
+    assert float(agent.eval_params(state).temperature) == 1.0
+
+
 # ---------------------------------------------------------------------------------------------
 # Config
 

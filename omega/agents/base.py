@@ -59,6 +59,9 @@ class Agent(Protocol):
     def params(self, state: AgentState) -> Params:
         """The parameters the actor needs (sent learner -> actor)."""
 
+    # Optional: ``eval_params(state) -> Params``, the params evaluation acts with when they
+    # differ from the actor's (MuZero: no exploration noise); ``omega eval`` uses it if present.
+
     def initial_carry(self, num_envs: int) -> Carry:
         """Recurrent state at episode start for ``num_envs`` envs (None if stateless)."""
 

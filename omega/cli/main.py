@@ -170,7 +170,7 @@ def cmd_eval(args) -> int:
     from omega.config import config_hash
     from omega.training.checkpoint import latest_checkpoint, load_checkpoint
     from omega.training.device import resolve_device
-    from omega.training.evaluate import evaluate
+    from omega.training.evaluate import evaluate, evaluation_params
     from omega.training.experiment import CHECKPOINT_DIR, load_experiment
     from omega.training.loop import probe_env
 
@@ -192,7 +192,8 @@ def cmd_eval(args) -> int:
         template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
         state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
         greedy = cfg.eval.greedy if args.greedy is None else args.greedy
-        result = evaluate(agent, agent.params(state), cfg, episodes, seed, greedy=greedy)
+        result = evaluate(agent, evaluation_params(agent, state), cfg, episodes, seed,
+                          greedy=greedy)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()
     if not result.seeded:

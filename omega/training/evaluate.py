@@ -83,6 +83,13 @@ def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def evaluation_params(agent: Any, state: Any) -> Any:
+    """The params evaluation acts with: ``agent.eval_params(state)`` where the agent has it
+    (MuZero: no exploration noise in its search), else ``agent.params(state)``."""
+    eval_params = getattr(agent, "eval_params", None)
+    return eval_params(state) if eval_params is not None else agent.params(state)
+
+
 def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
              num_envs: int | None = None, greedy: bool = True, rng_seed: int = 0,
              max_steps: int = 1_000_000) -> EvalResult:

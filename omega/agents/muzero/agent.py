@@ -71,7 +71,9 @@ from omega.replay import ReplayBatch, ReplayBuffer
 
 
 class ActorParams(NamedTuple):
-    """What an actor needs: network params and the current visit-count temperature."""
+    """What an actor needs: network params, the current visit-count temperature, and whether
+    to explore (1: training, root Dirichlet / Gumbel noise on; 0: evaluation, actions sampled
+    from the search policy without exploration noise; see :meth:`MuZeroAgent.eval_params`)."""
 
     net: Params
     temperature: jax.Array  # []
@@ -86,6 +88,7 @@ class MuZeroState(NamedTuple):
 
 
 class SearchOutput(NamedTuple):
+    explore: jax.Array = 1.0  # [] float, 1 or 0
     action: jax.Array  # [N] int32
     search_policy: jax.Array  # [N, A] visit distribution
     root_value: jax.Array  # [N] the search's value estimate of the root
@@ -145,7 +148,8 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
                recurrent_fn: mctx.RecurrentFn, *, num_simulations: int, pb_c_init: float,
                pb_c_base: float, dirichlet_alpha: float, dirichlet_fraction: float,
                temperature: jax.Array | float, greedy: bool, search: str = "muzero",
-               max_considered_actions: int = 16, gumbel_scale: float = 1.0) -> SearchOutput:
+               max_considered_actions: int = 16, gumbel_scale: float = 1.0,
+               explore: jax.Array | float = 1.0) -> SearchOutput:
     """One batched search over all envs.
 
     ``search="muzero"``: pUCT; the policy target is the visit distribution, training actions
@@ -162,15 +166,25 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
         out = mctx.gumbel_muzero_policy(
             params, rng, root, recurrent_fn, num_simulations,
             max_num_considered_actions=max_considered_actions,
-            gumbel_scale=0.0 if greedy else gumbel_scale)
-        return SearchOutput(action=out.action.astype(jnp.int32),
+            gumbel_scale=0.0 if greedy else gumbel_scale * explore)
+        action = out.action
+        if not greedy:
+            # Without Gumbel noise sequential halving is deterministic: sample the policy.
+            sampled = jax.random.categorical(jax.random.fold_in(rng, 1),
+                                             jnp.log(out.action_weights), axis=-1)
+            action = jnp.where(explore > 0, action, sampled)
+        return SearchOutput(action=action.astype(jnp.int32),
                             search_policy=out.action_weights,
                             root_value=out.search_tree.summary().value)
     if search == "regularized":
         rng, act_rng = jax.random.split(rng)
+
+    ``explore`` (not greedy only) scales the exploration noise (Dirichlet fraction, Gumbel
+    scale); at 0 (evaluating the sampled policy) there is none, and actions are sampled from
+    the search policy itself: the visit distribution, the improved policy or pi_bar.
     out = mctx.muzero_policy(
         params, rng, root, recurrent_fn, num_simulations,
-        dirichlet_fraction=0.0 if greedy else dirichlet_fraction,
+        dirichlet_fraction=0.0 if greedy else dirichlet_fraction * explore,
         dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
         temperature=temperature)
     summary = out.search_tree.summary()
@@ -315,7 +329,15 @@ class MuZeroAgent:
         return self._init(rng, self._filter(obs_example))
 
     def params(self, state: MuZeroState) -> ActorParams:
-        return ActorParams(net=state.params, temperature=self._temperature(state.env_steps))
+        return ActorParams(net=state.params, temperature=self._temperature(state.env_steps),
+                           explore=jnp.ones((), jnp.float32))
+
+    def eval_params(self, state: MuZeroState) -> ActorParams:
+        """What evaluation acts with: no exploration noise; when not greedy, actions are
+        sampled from the search policy (visit counts at temperature 1, the improved policy,
+        or pi_bar)."""
+        return ActorParams(net=state.params, temperature=jnp.ones((), jnp.float32),
+                           explore=jnp.zeros((), jnp.float32))
 
     def initial_carry(self, num_envs: int) -> Carry:
         return None
@@ -408,7 +430,8 @@ class MuZeroAgent:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         chosen = self.replay.rng.choice(len(env), size=count, replace=False)
         envs, times = self.replay.unroll_positions(env[chosen], start[chosen])
-        actor = ActorParams(net=params, temperature=jnp.ones((), jnp.float32))
+        actor = ActorParams(net=params, temperature=jnp.ones((), jnp.float32),
+                            explore=jnp.zeros((), jnp.float32))
         size = cfg.reanalyze_batch_size
         for lo in range(0, len(envs), size):
             e, t = envs[lo:lo + size], times[lo:lo + size]
@@ -525,6 +548,7 @@ class MuZeroAgent:
             consistency = self._consistency(params, latents.swapaxes(0, 1), batch)  # [B]
             per_sample = per_sample + cfg.consistency_loss_weight * consistency
             extra["consistency_loss"] = consistency.mean()
+            explore=params.explore,
         loss = jnp.mean(batch.weight * per_sample)
         predicted = logits_to_scalar(value_logits[:, 0], cfg.support_size)  # [B]
         error = jnp.abs(batch.value_target[:, 0] - predicted)  # [B]

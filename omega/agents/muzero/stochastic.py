@@ -163,16 +163,18 @@ def run_stochastic_search(params: Params, rng: jax.Array, root: mctx.RootFnOutpu
                           decision_fn: Any, chance_fn: Any, *, num_simulations: int,
                           pb_c_init: float, pb_c_base: float, dirichlet_alpha: float,
                           dirichlet_fraction: float, temperature: jax.Array | float,
-                          greedy: bool, search: str = "muzero") -> mz.SearchOutput:
+                          greedy: bool, search: str = "muzero",
+                          explore: jax.Array | float = 1.0) -> mz.SearchOutput:
     """One batched stochastic search. ``search="muzero"``: the visit distribution is the
     policy target and training actions are sampled from it with ``temperature``; greedy: no
     root noise and the most visited action (ties to the better Q). ``search="regularized"``:
     the regularized policy over the root's completed Q-values is target and action
-    distribution (argmax when greedy)."""
+    distribution (argmax when greedy). ``explore`` scales the root Dirichlet noise (0 when
+    evaluating the sampled policy)."""
     rng, act_rng = jax.random.split(rng)
     out = mctx.stochastic_muzero_policy(
         params, rng, root, decision_fn, chance_fn, num_simulations,
-        dirichlet_fraction=0.0 if greedy else dirichlet_fraction,
+        dirichlet_fraction=0.0 if greedy else dirichlet_fraction * explore,
         dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
         temperature=temperature)
     summary = out.search_tree.summary()  # decision children of the root: [N, A]
@@ -262,7 +264,7 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
             num_simulations=cfg.num_simulations, pb_c_init=cfg.pb_c_init,
             pb_c_base=cfg.pb_c_base, dirichlet_alpha=cfg.dirichlet_alpha,
             dirichlet_fraction=cfg.dirichlet_fraction, temperature=params.temperature,
-            greedy=greedy, search=cfg.search)
+            greedy=greedy, search=cfg.search, explore=params.explore)
         extras = {"search_policy": out.search_policy, "root_value": out.root_value}
         return ActOutput(action=out.action, extras=extras, carry=None)
 
