@@ -221,9 +221,15 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
     if cfg.agent_type not in AGENT_TYPES:
         raise ConfigError(
             f"config key 'agent_type' must be one of {', '.join(AGENT_TYPES)}, got {cfg.agent_type!r}")
-    if cfg.agent_type == "muzero" and cfg.model.recurrent:
-        raise ConfigError("config key 'model.recurrent' must be false for agent_type muzero "
-                          "(its replay stores no encoder memory)")
+    if cfg.agent_type == "muzero" and cfg.model.recurrent and cfg.muzero.stochastic:
+        raise ConfigError("config key 'model.recurrent' must be false with muzero.stochastic: "
+                          "true (the chance model does not thread the encoder memory)")
+    if cfg.agent_type == "muzero" and cfg.muzero.burn_in_steps and not cfg.model.recurrent:
+        raise ConfigError("config key 'muzero.burn_in_steps' needs model.recurrent: true (there "
+                          "is no encoder memory to burn in); set it to 0")
+    if cfg.agent_type == "muzero" and cfg.muzero.refresh_memory and not cfg.model.recurrent:
+        raise ConfigError("config key 'muzero.refresh_memory' needs model.recurrent: true "
+                          "(there is no encoder memory to refresh); set it to false")
     for key in cfg.env.observation.keys:
         if key not in OBSERVATION_KEYS:
             raise ConfigError(
@@ -292,7 +298,8 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
     "env": ("action_set",),
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
-               "chance_loss_weight", "commitment_loss_weight", "code_usage_weight"),
+               "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",
+               "burn_in_steps", "refresh_memory"),
 }
 
 

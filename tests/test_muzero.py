@@ -166,10 +166,16 @@ def test_bad_muzero_config_is_a_config_error(muzero, message):
     assert message in str(e.value)
 
 
-def test_recurrent_encoder_is_refused():
+def test_recurrent_encoder_is_refused_where_memory_is_not_threaded():
+    recurrent = {"kind": "perceiver", "recurrent": True}
+    config_from_dict({"agent_type": "muzero", "model": recurrent})  # plain MuZero: fine
     with pytest.raises(ConfigError, match="model.recurrent"):
-        config_from_dict({"agent_type": "muzero",
-                          "model": {"kind": "perceiver", "recurrent": True}})
+        config_from_dict({"agent_type": "muzero", "model": recurrent,
+                          "muzero": {"stochastic": True}})
+    with pytest.raises(ConfigError, match="muzero.burn_in_steps"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"burn_in_steps": 2}})
+    with pytest.raises(ConfigError, match="muzero.refresh_memory"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"refresh_memory": True}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ Data is stored per env, time-major, in ring buffers of ``C = ceil(max_size / N)`
     outcome         [N, C]        int8, 1 / -1 once the step's episode ended in success /
                                   failure, 0 while it runs (success: terminal reward > 0)
     priority        [N, C]        float64, raw priority of a sequence starting at that step
+    memory          [N, C, ...]   recurrent learners only: the encoder memory (carry) before
+                                  obs[e, s], e.g. [L, E] perceiver latents, float32: L * E * 4
+                                  bytes per step, usually far more than the observation
+    first           [N, C]        bool, recurrent learners only: obs[e, s] starts an episode
+                                  (the encoder resets its memory there)
 
 All envs advance in lock-step (one :class:`~omega.agents.base.Trajectory` adds ``T`` steps
 to every env), so one counter ``time`` (steps added per env) indexes the whole buffer:
@@ -40,6 +45,13 @@ episodes) and returns unroll targets for ``K + 1`` positions ``tau .. tau + K``:
 Priorities are updated by the learner after each train step (``update_priorities``); new
 steps get the largest priority seen so far, so each is likely to be replayed once.
 
+Memory: when ``add`` gets ``memory`` and ``first`` (a learner with a recurrent encoder), a
+batch also carries :class:`MemoryBatch`: the stored memory at each sequence start, or, with
+``burn_in`` ``W`` > 0, the memory stored up to ``W`` steps earlier and the observations in
+between, so the learner can rebuild the start memory with its current params. The burn-in
+window is clipped at the episode start and at the oldest live step. The bootstrap and next
+observations come with their stored memories too.
+
 Reanalyze: a learner can draw the starts first (``sample_starts``), recompute the search
 targets of the steps the batch will use (``unroll_positions``, ``observations_at``), write
 them back (``set_search_targets``) and then build the batch (``sample(starts=...)``).
@@ -54,6 +66,24 @@ from typing import NamedTuple
 import numpy as np
 
 PRIORITY_EPS = 1e-3  # keeps every live step sampleable
+
+
+class MemoryBatch(NamedTuple):
+    """The encoder memory of a recurrent learner's batch; ``M`` one stored memory [...],
+    ``W`` the burn-in steps. The memory before step ``p`` of the burn-in (or of the start,
+    ``p = W``) is: ``memory`` at the first step with ``burn_in_mask`` 1 (the start when none
+    is), then the encoder's memory after each earlier masked-in observation."""
+
+    memory: np.ndarray  # [B, M...] stored memory at the window's first step
+    first: np.ndarray  # [B] bool, the sequence start begins an episode
+    burn_in_obs: dict[str, np.ndarray]  # [B, W, ...] observations at start - W .. start - 1
+    burn_in_first: np.ndarray  # [B, W] bool
+    burn_in_mask: np.ndarray  # [B, W] float32, 1 for steps of the start's episode (live)
+    bootstrap_memory: np.ndarray  # [B, K+1, M...] stored memory before bootstrap_obs
+    bootstrap_first: np.ndarray  # [B, K+1] bool
+    # With ``next_obs`` only (None otherwise):
+    next_memory: np.ndarray | None = None  # [B, K, M...] stored memory before next_obs
+    next_first: np.ndarray | None = None  # [B, K] bool
 
 
 class ReplayBatch(NamedTuple):
@@ -81,6 +111,7 @@ class ReplayBatch(NamedTuple):
     # stored next observation starts the next episode, and past the newest stored step).
     next_obs: dict[str, np.ndarray] | None = None  # [B, K, ...]
     next_obs_mask: np.ndarray | None = None  # [B, K] float32
+    memory: MemoryBatch | None = None  # recurrent learners only (``add`` got memory)
 
 
 def nstep_value_targets(reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
@@ -124,9 +155,11 @@ class ReplayBuffer:
                  max_age: int | None = None, prioritized: bool = False,
                  priority_alpha: float = 0.6, priority_beta: float = 0.4,
                  success_fraction: float | None = None, next_obs: bool = False,
-                 seed: int = 0):
-        if max_size < 1 or num_unroll_steps < 0 or td_steps < 1:
-            raise ValueError("max_size >= 1, num_unroll_steps >= 0 and td_steps >= 1 required")
+                 burn_in: int = 0, seed: int = 0):
+        if max_size < 1 or num_unroll_steps < 0 or td_steps < 1 or burn_in < 0:
+            raise ValueError("max_size >= 1, num_unroll_steps >= 0, td_steps >= 1 and "
+                             "burn_in >= 0 required")
+        self.burn_in = int(burn_in)
         self.max_size = int(max_size)
         self.max_age = None if max_age is None else int(max_age)
         self.unroll = int(num_unroll_steps)
@@ -143,6 +176,8 @@ class ReplayBuffer:
         self.time = 0  # steps added per env
         self.data: dict[str, np.ndarray] = {}
         self.obs: dict[str, np.ndarray] = {}
+        self.memory: np.ndarray | None = None  # [N, C, ...] once add gets memory
+        self.first: np.ndarray | None = None  # [N, C] bool, likewise
         self._episode_start = np.zeros(0, np.int64)  # [N] time of each env's current episode
         self._max_priority = 1.0
 
@@ -172,10 +207,14 @@ class ReplayBuffer:
 
     # -- adding ------------------------------------------------------------------------------
 
-    def _allocate(self, obs: Mapping[str, np.ndarray], num_actions: int) -> None:
+    def _allocate(self, obs: Mapping[str, np.ndarray], num_actions: int,
+                  memory: np.ndarray | None) -> None:
         n = self.num_envs
         c = self.capacity = math.ceil(self.max_size / n)
         self.obs = {k: np.zeros((n, c) + v.shape[2:], v.dtype) for k, v in obs.items()}
+        if memory is not None:
+            self.memory = np.zeros((n, c) + np.shape(memory)[2:], np.float32)
+            self.first = np.zeros((n, c), bool)
         self.data = {
             "action": np.zeros((n, c), np.int32),
             "reward": np.zeros((n, c), np.float32),
@@ -191,13 +230,20 @@ class ReplayBuffer:
 
     def add(self, obs: Mapping[str, np.ndarray], action: np.ndarray, reward: np.ndarray,
             terminated: np.ndarray, truncated: np.ndarray, truncation_value: np.ndarray,
-            search_policy: np.ndarray, root_value: np.ndarray) -> None:
+            search_policy: np.ndarray, root_value: np.ndarray,
+            memory: np.ndarray | None = None, first: np.ndarray | None = None) -> None:
         """Appends ``T`` steps of ``N`` envs, time-major: obs [T, N, ...] (no bootstrap obs),
-        the rest [T, N] (search_policy [T, N, A]). Consecutive calls continue each env."""
+        the rest [T, N] (search_policy [T, N, A]). Consecutive calls continue each env. A
+        recurrent learner also passes memory [T, N, ...] (the encoder memory before each
+        obs) and first [T, N] (obs starts an episode), in every call or in none."""
         t, n = np.shape(action)
+        if (memory is None) != (first is None):
+            raise ValueError("pass memory and first together")
         if not self.num_envs:
             self.num_envs = n
-            self._allocate(obs, np.shape(search_policy)[-1])
+            self._allocate(obs, np.shape(search_policy)[-1], memory)
+        if (memory is None) != (self.memory is None):
+            raise ValueError("memory must be passed to every add or to none")
         if n != self.num_envs:
             raise ValueError(f"replay holds {self.num_envs} envs, got a batch of {n}")
         if t > self.capacity:
@@ -211,6 +257,9 @@ class ReplayBuffer:
                "search_policy": search_policy, "root_value": root_value}
         for k, v in new.items():
             self.data[k][:, slots] = np.swapaxes(np.asarray(v, self.data[k].dtype), 0, 1)
+        if memory is not None:
+            self.memory[:, slots] = np.swapaxes(np.asarray(memory, np.float32), 0, 1)
+            self.first[:, slots] = np.swapaxes(np.asarray(first, bool), 0, 1)
         self.data["outcome"][:, slots] = 0
         self.data["priority"][:, slots] = self._max_priority
         self.time += t
@@ -334,6 +383,10 @@ class ReplayBuffer:
         if self.with_next_obs:
             next_obs = {key: v[env[:, None], (steps + 1) % c] for key, v in self.obs.items()}
             next_obs_mask = (inside[:, :-1] & ~done & (steps + 1 <= newest)).astype(f32)
+        memory = None
+        if self.memory is not None:
+            memory = self._memory_batch(env, start, boot_slot,
+                                        (steps + 1) % c if self.with_next_obs else None)
         return ReplayBatch(
             obs=obs, action=action.astype(np.int32), reward_target=reward.astype(f32),
             reward_mask=reward_mask.astype(f32), terminal_target=after_term[:, 1:].astype(f32),
@@ -342,7 +395,32 @@ class ReplayBuffer:
             policy_mask=inside.astype(f32), weight=weight,
             value_partial=value_partial.astype(f32), bootstrap_discount=boot_discount.astype(f32),
             bootstrap_obs=bootstrap_obs, index=(env, start_slot), next_obs=next_obs,
-            next_obs_mask=next_obs_mask)
+            next_obs_mask=next_obs_mask, memory=memory)
+
+    def _memory_batch(self, env: np.ndarray, start: np.ndarray, boot_slot: np.ndarray,
+                      next_slot: np.ndarray | None) -> MemoryBatch:
+        """The :class:`MemoryBatch` of sequences starting at (env [B], start [B]);
+        boot_slot [B, K+1] and next_slot [B, K] are the slots of the bootstrap and next
+        observations."""
+        w, c = self.burn_in, self.capacity
+        pos = start[:, None] + np.arange(-w, 1)  # [B, W+1]: the window and the start
+        live = pos >= self.oldest
+        first = self.first[env[:, None], pos % c] & live
+        # The window begins at the start's episode start or the oldest live step, whichever
+        # is later (never more than W steps back).
+        last_first = np.where(first.any(1), w - np.argmax(first[:, ::-1], axis=1), 0)  # [B]
+        begin = np.maximum(last_first, np.argmax(live, axis=1))  # [B] index into the window
+        mask = np.arange(w)[None, :] >= begin[:, None]  # [B, W]
+        e = env[:, None]
+        memory = self.memory[env, pos[np.arange(len(env)), begin] % c]
+        burn_slot = pos[:, :-1] % c
+        return MemoryBatch(
+            memory=memory, first=self.first[env, start % c],
+            burn_in_obs={key: v[e, burn_slot] for key, v in self.obs.items()},
+            burn_in_first=self.first[e, burn_slot], burn_in_mask=mask.astype(np.float32),
+            bootstrap_memory=self.memory[e, boot_slot], bootstrap_first=self.first[e, boot_slot],
+            next_memory=None if next_slot is None else self.memory[e, next_slot],
+            next_first=None if next_slot is None else self.first[e, next_slot])
 
     def update_priorities(self, index: tuple[np.ndarray, np.ndarray],
                           priority: np.ndarray) -> None:
@@ -367,6 +445,33 @@ class ReplayBuffer:
         """The stored observations [M, ...] of live steps (env [M], time [M])."""
         slot = time % self.capacity
         return {key: v[env, slot] for key, v in self.obs.items()}
+
+    def memory_at(self, env: np.ndarray, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored memories [M, ...] and first flags [M] of live steps (env [M],
+        time [M]); recurrent learners only."""
+        if self.memory is None:
+            raise ValueError("this replay stores no memory")
+        slot = time % self.capacity
+        return self.memory[env, slot], self.first[env, slot]
+
+    def sequences_at(self, env: np.ndarray, start: np.ndarray, length: int
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The stored observations [S, length, ...] and first flags [S, length] at steps
+        ``start .. start + length - 1`` of envs ``env`` [S] (slots past the newest step hold
+        older data: mask them by time). Recurrent learners only."""
+        if self.first is None:
+            raise ValueError("this replay stores no memory")
+        slot = (start[:, None] + np.arange(length)) % self.capacity
+        return ({key: v[env[:, None], slot] for key, v in self.obs.items()},
+                self.first[env[:, None], slot])
+
+    def set_memory(self, env: np.ndarray, time: np.ndarray, memory: np.ndarray) -> None:
+        """Replaces the stored memories [M, ...] of steps (env [M], time [M]); steps that are
+        not live (too old, or not stored yet) are skipped."""
+        if self.memory is None:
+            raise ValueError("this replay stores no memory")
+        live = (time >= self.oldest) & (time < self.time)
+        self.memory[env[live], time[live] % self.capacity] = memory[live]
 
     def set_search_targets(self, env: np.ndarray, time: np.ndarray, search_policy: np.ndarray,
                            root_value: np.ndarray) -> None:

@@ -32,6 +32,17 @@ pulls each unrolled latent towards the representation of the real observation it
 sequences first gets fresh search policies and root values from a noise-free search with the
 current params, written back to the replay (reanalyze, Schrittwieser et al. 2021).
 
+Memory: with a recurrent encoder (``model.recurrent: true``) the representation also reads
+and updates the encoder memory (the carry): ``act`` resets it where ``first`` is True,
+encodes the observation with it and returns the updated memory, and hands the memory it
+started from to the replay (``extras["memory"]``), which stores it per step next to the
+observation. A train step starts the representation from the stored memory at the sequence
+start, or, with ``burn_in_steps`` > 0, re-encodes the stored observations before it (no
+gradient, clipped at the episode start) from the memory stored there; bootstrap, consistency
+and reanalyze observations are encoded with their stored memories. With ``refresh_memory``
+each train step then re-encodes its sequences with the new params and writes the memories
+that follow each start back to the replay (:meth:`MuZeroAgent._refresh`).
+
 Checkpoints and resume: :class:`MuZeroState` (params, optimiser state, counters) is what a
 checkpoint holds. The replay buffer is not checkpointed: a resumed run starts with an empty
 buffer, acts with the restored params and trains again once the buffer holds
@@ -63,8 +74,8 @@ from omega.agents.muzero.networks import (
     scale_gradient,
 )
 from omega.agents.parallel import DataParallel
-from omega.models.encoders import EncoderConfig
-from omega.replay import ReplayBatch, ReplayBuffer
+from omega.models.encoders import EncoderConfig, initial_carry
+from omega.replay import MemoryBatch, ReplayBatch, ReplayBuffer
 
 # ---------------------------------------------------------------------------------------------
 # State
@@ -77,6 +88,7 @@ class ActorParams(NamedTuple):
 
     net: Params
     temperature: jax.Array  # []
+    explore: jax.Array = 1.0  # [] float, 1 or 0
 
 
 class MuZeroState(NamedTuple):
@@ -88,7 +100,6 @@ class MuZeroState(NamedTuple):
 
 
 class SearchOutput(NamedTuple):
-    explore: jax.Array = 1.0  # [] float, 1 or 0
     action: jax.Array  # [N] int32
     search_policy: jax.Array  # [N, A] visit distribution
     root_value: jax.Array  # [N] the search's value estimate of the root
@@ -161,6 +172,10 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
     regularized policy :func:`regularized_policy` over the completed, normalised root
     Q-values, the network prior and ``lambda_N`` with ``c = pb_c_init``: it is the policy
     target, training actions are sampled from it, greedy takes its argmax.
+
+    ``explore`` (not greedy only) scales the exploration noise (Dirichlet fraction, Gumbel
+    scale); at 0 (evaluating the sampled policy) there is none, and actions are sampled from
+    the search policy itself: the visit distribution, the improved policy or pi_bar.
     """
     if search == "gumbel":
         out = mctx.gumbel_muzero_policy(
@@ -178,10 +193,6 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
                             root_value=out.search_tree.summary().value)
     if search == "regularized":
         rng, act_rng = jax.random.split(rng)
-
-    ``explore`` (not greedy only) scales the exploration noise (Dirichlet fraction, Gumbel
-    scale); at 0 (evaluating the sampled policy) there is none, and actions are sampled from
-    the search policy itself: the visit distribution, the improved policy or pi_bar.
     out = mctx.muzero_policy(
         params, rng, root, recurrent_fn, num_simulations,
         dirichlet_fraction=0.0 if greedy else dirichlet_fraction * explore,
@@ -271,10 +282,11 @@ class MuZeroAgent:
 
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
-        if encoder_cfg.recurrent:
-            raise ValueError("the MuZero agent needs a non-recurrent encoder (model.recurrent: "
-                             "false): its replay stores no encoder memory")
+        if (cfg.burn_in_steps or cfg.refresh_memory) and not encoder_cfg.recurrent:
+            raise ValueError("burn_in_steps > 0 and refresh_memory need a recurrent encoder "
+                             "(model.recurrent: true); turn them off")
         self.cfg = cfg
+        self.recurrent = bool(encoder_cfg.recurrent)
         self.encoder_cfg = encoder_cfg
         self.num_actions = int(num_actions)
         self.total_env_steps = max(1, int(total_env_steps))
@@ -304,6 +316,7 @@ class MuZeroAgent:
         self._reanalyze_key = jax.random.PRNGKey(0)
         self._value = jax.jit(self._value_impl)
         self._train_step = jax.jit(self._train_step_impl)
+        self._refresh_memory = jax.jit(self._refresh_memory_impl)
         self._temperature = jax.jit(self._temperature_impl)
 
     def _new_replay(self) -> ReplayBuffer:
@@ -312,7 +325,8 @@ class MuZeroAgent:
             max_size=cfg.replay_size, num_unroll_steps=cfg.unroll_steps, td_steps=cfg.td_steps,
             gamma=cfg.gamma, max_age=cfg.replay_max_age, prioritized=cfg.prioritized,
             priority_alpha=cfg.priority_alpha, priority_beta=cfg.priority_beta,
-            success_fraction=cfg.success_fraction, next_obs=cfg.consistency_loss_weight > 0)
+            success_fraction=cfg.success_fraction, next_obs=cfg.consistency_loss_weight > 0,
+            burn_in=cfg.burn_in_steps)
 
     def use_data_parallel(self, data_parallel: DataParallel) -> None:
         """Learn data-parallel: params and optimiser state replicated, every replay batch
@@ -340,15 +354,19 @@ class MuZeroAgent:
                            explore=jnp.zeros((), jnp.float32))
 
     def initial_carry(self, num_envs: int) -> Carry:
-        return None
+        return initial_carry(self.encoder_cfg, num_envs)  # None unless recurrent
 
     def act(self, params: ActorParams, obs: Observation, first: np.ndarray, carry: Carry,
             rng: jax.Array, greedy: bool = False) -> ActOutput:
-        del first  # stateless encoder: nothing to reset
-        return self._act(params, self._filter(obs), rng, greedy=bool(greedy))
+        if not self.recurrent:  # stateless encoder: nothing to reset or carry
+            return self._act(params, self._filter(obs), rng, greedy=bool(greedy))
+        return self._act(params, self._filter(obs), rng, greedy=bool(greedy),
+                         first=jnp.asarray(first, bool), memory=carry)
 
     def value(self, params: ActorParams, obs: Observation, carry: Carry) -> jax.Array:
-        return self._value(params, self._filter(obs))
+        if not self.recurrent:
+            return self._value(params, self._filter(obs))
+        return self._value(params, self._filter(obs), memory=carry)
 
     def learn(self, state: MuZeroState, trajectory: Trajectory,
               rng: jax.Array) -> tuple[MuZeroState, Mapping[str, float]]:
@@ -358,9 +376,12 @@ class MuZeroAgent:
         chex.assert_shape(extras["search_policy"], (t, n, self.num_actions))
         chex.assert_shape(extras["root_value"], (t, n))
         obs = {k: v[:-1] for k, v in self._filter(trajectory.obs).items()}  # obs[T] comes again
+        memory = {}
+        if self.recurrent:
+            memory = {"memory": extras["memory"], "first": trajectory.first[:-1]}
         self.replay.add(obs, trajectory.action, trajectory.reward, trajectory.terminated,
                         trajectory.truncated, trajectory.truncation_value,
-                        extras["search_policy"], extras["root_value"])
+                        extras["search_policy"], extras["root_value"], **memory)
         # Sampling follows the loop's key stream, so a run is reproducible from its seed.
         key = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
         self.replay.rng = np.random.default_rng(np.asarray(key).ravel().tolist())
@@ -384,6 +405,9 @@ class MuZeroAgent:
                 batch = self.replay.sample(cfg.batch_size)
             if not cfg.fresh_bootstrap:  # not needed on the device
                 batch = batch._replace(bootstrap_obs={})
+                if batch.memory is not None:
+                    batch = batch._replace(memory=batch.memory._replace(
+                        bootstrap_memory=None, bootstrap_first=None))
             device_batch = batch._replace(index=())
             if dp is not None:
                 device_batch = dp.shard(device_batch, axis=0)
@@ -391,6 +415,8 @@ class MuZeroAgent:
                 params, opt_state, train_steps, device_batch)
             if cfg.prioritized:
                 self.replay.update_priorities(batch.index, np.asarray(priority))
+            if cfg.refresh_memory:
+                self._refresh(params, batch)
             train_steps = train_steps + 1
             step_metrics.append(metrics)
         if step_metrics:
@@ -438,11 +464,34 @@ class MuZeroAgent:
             pad = size - len(e)  # one batch shape, so one trace of the search
             obs = self.replay.observations_at(np.pad(e, (0, pad), mode="edge"),
                                               np.pad(t, (0, pad), mode="edge"))
-            out = self._act(actor, obs, self._reanalyze_key, greedy=True)
+            memory = {}
+            if self.recurrent:
+                m, f = self.replay.memory_at(np.pad(e, (0, pad), mode="edge"),
+                                             np.pad(t, (0, pad), mode="edge"))
+                memory = {"first": f, "memory": m}
+            out = self._act(actor, obs, self._reanalyze_key, greedy=True, **memory)
             extras = jax.device_get(out.extras)
             self.replay.set_search_targets(e, t, extras["search_policy"][:len(e)],
                                            extras["root_value"][:len(e)])
         return envs, times
+
+    def _refresh(self, params: Params, batch: ReplayBatch) -> None:
+        """Writes back the memories after each of the batch's sequences' K + 1 observations
+        (those before steps start + 1 .. start + K + 1), encoded with ``params`` from the
+        start memory (burn-in included): the stored-state refresh of ``refresh_memory``."""
+        env, slot = batch.index
+        # The slot is the start's time modulo the capacity; the live window is shorter than
+        # the capacity, so that time is the one live time with this slot.
+        c = self.replay.capacity
+        start = self.replay.oldest + (slot - self.replay.oldest) % c
+        length = self.cfg.unroll_steps + 1
+        obs, first = self.replay.sequences_at(env, start, length)
+        start_memory = batch.memory._replace(bootstrap_memory=None, bootstrap_first=None,
+                                             next_memory=None, next_first=None)
+        memory = self._refresh_memory(params, start_memory, obs, first)  # [B, K+1, ...]
+        times = start[:, None] + np.arange(1, length + 1)  # [B, K+1]
+        self.replay.set_memory(np.repeat(env, length), times.ravel(),
+                               np.asarray(memory).reshape((-1,) + memory.shape[2:]))
 
     # -- jitted bodies -------------------------------------------------------------------------
 
@@ -452,7 +501,11 @@ class MuZeroAgent:
 
     def _init_impl(self, rng: jax.Array, obs: Observation) -> MuZeroState:
         batch = next(iter(obs.values())).shape[0]
-        params = self.network.init(rng, obs, jnp.zeros(batch, jnp.int32))
+        memory = {}
+        if self.recurrent:
+            memory = {"first": jnp.ones(batch, bool),
+                      "memory": initial_carry(self.encoder_cfg, batch)}
+        params = self.network.init(rng, obs, jnp.zeros(batch, jnp.int32), **memory)
         return MuZeroState(params=params, opt_state=self.optimizer.init(params),
                            train_steps=jnp.zeros((), jnp.int32),
                            env_steps=jnp.zeros((), jnp.int32),
@@ -478,11 +531,15 @@ class MuZeroAgent:
         return out, next_latent
 
     def _act_impl(self, params: ActorParams, obs: Observation, rng: jax.Array,
-                  greedy: bool) -> ActOutput:
+                  greedy: bool, first: jax.Array | None = None,
+                  memory: Carry = None) -> ActOutput:
+        """``first`` [N] and ``memory`` (the carry before obs) with a recurrent encoder."""
         self.trace_counts["act"] += 1
         cfg = self.cfg
-        latent, logits, value_logits = self.network.apply(
-            params.net, obs, method=MuZeroNetwork.initial_inference)
+        latent, next_memory = self.network.apply(params.net, obs, first, memory,
+                                                 method=MuZeroNetwork.encode)
+        logits, value_logits = self.network.apply(params.net, latent,
+                                                  method=MuZeroNetwork.predict)
         root = mctx.RootFnOutput(prior_logits=logits,
                                  value=logits_to_scalar(value_logits, cfg.support_size),
                                  embedding=latent)
@@ -491,22 +548,66 @@ class MuZeroAgent:
             pb_c_init=cfg.pb_c_init, pb_c_base=cfg.pb_c_base,
             dirichlet_alpha=cfg.dirichlet_alpha, dirichlet_fraction=cfg.dirichlet_fraction,
             temperature=params.temperature, greedy=greedy, search=cfg.search,
+            explore=params.explore,
             max_considered_actions=cfg.max_considered_actions, gumbel_scale=cfg.gumbel_scale)
         extras = {"search_policy": out.search_policy, "root_value": out.root_value}
-        return ActOutput(action=out.action, extras=extras, carry=None)
+        if memory is not None:
+            extras["memory"] = memory  # what the replay stores: the memory before obs
+        return ActOutput(action=out.action, extras=extras, carry=next_memory)
 
-    def _value_impl(self, params: ActorParams, obs: Observation) -> jax.Array:
+    def _value_impl(self, params: ActorParams, obs: Observation,
+                    memory: Carry = None) -> jax.Array:
         self.trace_counts["value"] += 1
-        _, _, value_logits = self.network.apply(params.net, obs,
+        # The obs continues the episode the memory belongs to (a time limit's final obs), so
+        # nothing resets.
+        _, _, value_logits = self.network.apply(params.net, obs, None, memory,
                                                 method=MuZeroNetwork.initial_inference)
         return logits_to_scalar(value_logits, self.cfg.support_size)  # [N]
+
+    def _refresh_memory_impl(self, params: Params, memory: MemoryBatch, obs: Observation,
+                             first: jax.Array) -> jax.Array:
+        """The encoder memories [B, K+1, ...] after each of obs [B, K+1, ...] (first
+        [B, K+1]), from the start memory of ``memory``."""
+        self.trace_counts["refresh"] += 1
+
+        def step(m, inputs):
+            o, f = inputs
+            _, m = self.network.apply(params, o, f, m, method=MuZeroNetwork.encode)
+            return m, m
+
+        _, memories = jax.lax.scan(step, self._start_memory(params, memory),
+                                   jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1),
+                                                          (obs, first)))
+        return jnp.swapaxes(memories, 0, 1)
+
+    def _start_memory(self, params: Params, memory: MemoryBatch) -> Carry:
+        """The encoder memory [B, ...] before each sequence's start observation: the stored
+        one, carried through the burn-in observations with ``params`` (no gradient)."""
+        if not self.cfg.burn_in_steps:
+            return memory.memory
+        params = jax.lax.stop_gradient(params)
+
+        def step(m, inputs):
+            obs, first, mask = inputs  # [B, ...], [B], [B]
+            _, next_m = self.network.apply(params, obs, first, m, method=MuZeroNetwork.encode)
+            # Steps before the window (another episode, or overwritten) leave it unchanged.
+            keep = mask.reshape(mask.shape + (1,) * (m.ndim - 1)) > 0
+            return jnp.where(keep, next_m, m), None
+
+        time_major = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), (
+            memory.burn_in_obs, memory.burn_in_first, memory.burn_in_mask))
+        start, _ = jax.lax.scan(step, memory.memory, time_major)
+        return jax.lax.stop_gradient(start)
 
     def _loss(self, params: Params, batch: ReplayBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg
         k = cfg.unroll_steps
         chex.assert_shape(batch.action, (None, k))
+        first, memory = None, None
+        if batch.memory is not None:
+            first, memory = batch.memory.first, self._start_memory(params, batch.memory)
         latent, logits0, value_logits0 = self.network.apply(
-            params, batch.obs, method=MuZeroNetwork.initial_inference)
+            params, batch.obs, first, memory, method=MuZeroNetwork.initial_inference)
 
         def step(latent, action):
             next_latent, reward_logits, terminal_logit, logits, value_logits = (
@@ -525,10 +626,14 @@ class MuZeroAgent:
         reward_logits = reward_logits.swapaxes(0, 1)  # [B, K, 2S+1]
         terminal_logits = terminal_logits.swapaxes(0, 1)  # [B, K]
         if cfg.fresh_bootstrap:
-            boot_obs = {key: v.reshape((-1,) + v.shape[2:])
-                        for key, v in batch.bootstrap_obs.items()}  # [B*(K+1), ...]
+            boot_obs = _flatten2(batch.bootstrap_obs)  # [B*(K+1), ...]
+            boot_first, boot_memory = None, None
+            if batch.memory is not None:
+                boot_first = _flatten2(batch.memory.bootstrap_first)
+                boot_memory = _flatten2(batch.memory.bootstrap_memory)
             _, _, boot_logits = self.network.apply(
-                jax.lax.stop_gradient(params), boot_obs, method=MuZeroNetwork.initial_inference)
+                jax.lax.stop_gradient(params), boot_obs, boot_first, boot_memory,
+                method=MuZeroNetwork.initial_inference)
             boot_value = logits_to_scalar(boot_logits, cfg.support_size).reshape(
                 batch.value_partial.shape)  # [B, K+1]
             batch = batch._replace(value_target=jax.lax.stop_gradient(
@@ -548,7 +653,6 @@ class MuZeroAgent:
             consistency = self._consistency(params, latents.swapaxes(0, 1), batch)  # [B]
             per_sample = per_sample + cfg.consistency_loss_weight * consistency
             extra["consistency_loss"] = consistency.mean()
-            explore=params.explore,
         loss = jnp.mean(batch.weight * per_sample)
         predicted = logits_to_scalar(value_logits[:, 0], cfg.support_size)  # [B]
         error = jnp.abs(batch.value_target[:, 0] - predicted)  # [B]
@@ -561,9 +665,13 @@ class MuZeroAgent:
         """The state-consistency loss [B] of the unrolled latents [B, K, D] against the
         representations of the observations they should stand for (``batch.next_obs``)."""
         b, k, d = latents.shape
-        next_obs = {key: v.reshape((b * k,) + v.shape[2:])
-                    for key, v in batch.next_obs.items()}  # [B*K, ...]
-        real = self.network.apply(params, next_obs, method=MuZeroNetwork.represent)  # [B*K, D]
+        next_obs = _flatten2(batch.next_obs)  # [B*K, ...]
+        first, memory = None, None
+        if batch.memory is not None:
+            first, memory = (_flatten2(batch.memory.next_first),
+                             _flatten2(batch.memory.next_memory))
+        real = self.network.apply(params, next_obs, first, memory,
+                                  method=MuZeroNetwork.represent)  # [B*K, D]
         target = self.network.apply(params, real, False, method=MuZeroNetwork.project)
         online = self.network.apply(params, latents.reshape(b * k, d), True,
                                     method=MuZeroNetwork.project)
@@ -581,6 +689,11 @@ class MuZeroAgent:
         metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads),
                        learning_rate=jnp.asarray(self.lr_schedule(step), jnp.float32))
         return params, opt_state, metrics, priority
+
+
+def _flatten2(tree: Any) -> Any:
+    """Merges the two leading axes of every leaf: [B, K, ...] -> [B*K, ...]."""
+    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
 
 
 def make_muzero_agent(cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,

@@ -54,6 +54,16 @@ class MuZeroConfig:
     # observation (no gradient) instead of the root value the search stored when acting,
     # which can be as old as the replay.
     fresh_bootstrap: bool = True
+    # Recurrent encoder (model.recurrent: true) only: before each sampled sequence, re-encode
+    # up to this many stored observations (no gradient, from the memory stored that many
+    # steps earlier, never past the episode start), so the start memory comes from the
+    # current params rather than the acting ones. 0: start from the stored memory.
+    burn_in_steps: int = dataclasses.field(default=0, metadata=_range(0))
+    # Recurrent encoder only: after each train step, re-encode every sampled sequence's K + 1
+    # observations with the new params from its start memory and write the memories that
+    # follow back to the replay (stored-state refresh, as in R2D2), so stored memories do not
+    # stay as old as the params that acted.
+    refresh_memory: bool = False
     batch_size: int = dataclasses.field(default=128, metadata=_range(1))
     # Sampled sequences (batch_size x train steps) per env step added, after warm-up.
     replay_ratio: float = dataclasses.field(default=0.5, metadata=_range(0.0))

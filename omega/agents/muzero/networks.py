@@ -2,7 +2,10 @@
 
 - representation: observation -> latent state, the experiment's encoder followed by a
   projection, min-max scaled to [0, 1] per state (as in MuZero) so that latents reached by
-  the dynamics stay on the same scale as those from real observations;
+  the dynamics stay on the same scale as those from real observations. With a recurrent
+  encoder it also reads the encoder memory ``M`` (the perceiver latents [B, L, E] carried
+  from the previous step, reset to the learned initial latents where ``first`` is True) and
+  returns the updated memory;
 - dynamics: (latent, action) -> (next latent, reward, terminal logit); an MLP over the latent
   and the one-hot action whose output updates the latent through a learned gate (a highway
   layer), so an action that changes little can leave the latent nearly as it was. The
@@ -16,12 +19,13 @@
 Value and reward are categorical over the integers ``-S..S`` after the invertible
 ``h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x`` (rlax.signed_hyperbolic); targets are two-hot.
 
-Shapes: ``B`` batch, ``D`` latent size, ``A`` actions, ``2S + 1`` support bins.
+Shapes: ``B`` batch, ``D`` latent size, ``M`` the encoder memory ([B, L, E] perceiver latents), ``A`` actions, ``2S + 1`` support bins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -73,9 +77,11 @@ class Representation(nn.Module):
     latent_dim: int
 
     @nn.compact
-    def __call__(self, obs: Mapping[str, jax.Array]) -> jax.Array:
-        h, _ = make_encoder(self.encoder_cfg)(obs, None, None)  # [B, F]; never recurrent here
-        return min_max_scale(nn.Dense(self.latent_dim, name="project")(h))  # [B, D]
+    def __call__(self, obs: Mapping[str, jax.Array], first: jax.Array | None = None,
+                 memory: Any = None) -> tuple[jax.Array, Any]:
+        """obs (, first [B], memory M) -> (latent [B, D], next memory M or None)."""
+        h, memory = make_encoder(self.encoder_cfg)(obs, first, memory)  # [B, F]
+        return min_max_scale(nn.Dense(self.latent_dim, name="project")(h)), memory
 
 
 class Dynamics(nn.Module):
@@ -153,9 +159,19 @@ class MuZeroNetwork(nn.Module):
             self.projection = ProjectionMLP(self.prediction_hidden, self.projection_dim)
             self.predictor = ProjectionMLP(self.prediction_hidden, self.projection_dim)
 
-    def represent(self, obs: Mapping[str, jax.Array]) -> jax.Array:
-        """obs -> latent [B, D]."""
-        return self.representation(obs)
+    def represent(self, obs: Mapping[str, jax.Array], first: jax.Array | None = None,
+                  memory: Any = None) -> jax.Array:
+        """obs (, first [B], memory M) -> latent [B, D]."""
+        return self.representation(obs, first, memory)[0]
+
+    def encode(self, obs: Mapping[str, jax.Array], first: jax.Array | None,
+               memory: Any) -> tuple[jax.Array, Any]:
+        """obs, first [B], memory M -> (latent [B, D], the memory after obs)."""
+        return self.representation(obs, first, memory)
+
+    def predict(self, latent: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """latent [B, D] -> (policy logits [B, A], value logits [B, 2S+1])."""
+        return self.prediction(latent)
 
     def project(self, latent: jax.Array, predict: bool) -> jax.Array:
         """latent [B, D] -> projection [B, P]; ``predict`` adds the predictor (the online
@@ -163,10 +179,11 @@ class MuZeroNetwork(nn.Module):
         z = self.projection(latent)
         return self.predictor(z) if predict else z
 
-    def initial_inference(self, obs: Mapping[str, jax.Array]
-                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """obs -> (latent [B, D], policy logits [B, A], value logits [B, 2S+1])."""
-        latent = self.representation(obs)
+    def initial_inference(self, obs: Mapping[str, jax.Array], first: jax.Array | None = None,
+                          memory: Any = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """obs (, first [B], memory M) -> (latent [B, D], policy logits [B, A], value logits
+        [B, 2S+1])."""
+        latent, _ = self.representation(obs, first, memory)
         logits, value_logits = self.prediction(latent)
         return latent, logits, value_logits
 
@@ -178,9 +195,10 @@ class MuZeroNetwork(nn.Module):
         logits, value_logits = self.prediction(next_latent)
         return next_latent, reward_logits, terminal_logit, logits, value_logits
 
-    def __call__(self, obs: Mapping[str, jax.Array], action: jax.Array):
+    def __call__(self, obs: Mapping[str, jax.Array], action: jax.Array,
+                 first: jax.Array | None = None, memory: Any = None):
         """Touches every submodule, for ``init``."""
-        latent, _, _ = self.initial_inference(obs)
+        latent, _, _ = self.initial_inference(obs, first, memory)
         out = self.recurrent_inference(latent, action)
         if self.projection_dim:
             self.project(latent, predict=True)

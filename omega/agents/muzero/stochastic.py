@@ -118,7 +118,7 @@ class StochasticMuZeroNetwork(nn.Module):
     def initial_inference(self, obs: Mapping[str, jax.Array]
                           ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """obs -> (latent [B, D], policy logits [B, A], value logits [B, 2S+1])."""
-        latent = self.representation(obs)
+        latent, _ = self.representation(obs)  # never recurrent (refused in __init__)
         logits, value_logits = self.prediction(latent)
         return latent, logits, value_logits
 
@@ -209,6 +209,9 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
             raise ValueError(f"stochastic: true searches with mctx.stochastic_muzero_policy "
                              f"(pUCT); set search to 'muzero' or 'regularized', not "
                              f"{cfg.search!r}")
+        if encoder_cfg.recurrent:
+            raise ValueError("stochastic: true needs a non-recurrent encoder (model.recurrent: "
+                             "false): its model does not thread the encoder memory")
         super().__init__(cfg, encoder_cfg, num_actions, total_env_steps)
         self.network = StochasticMuZeroNetwork(
             encoder_cfg, self.num_actions, cfg.num_chance_outcomes, cfg.latent_dim,
