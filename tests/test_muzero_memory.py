@@ -1,8 +1,7 @@
 """MuZero with a recurrent encoder: the memory carried and reset by ``act``, stored per step by
 the replay and returned at sequence starts (burn-in clipped at episode starts), used by the
 train step (start, burn-in, bootstrap, consistency and reanalyze observations), the
-stored-memory refresh, and the CLI
-end to end on a memory task.
+stored-memory refresh, and the CLI end to end on a memory task.
 
 Agents are tiny: on a small CPU most of the time is XLA compiles.
 """
