@@ -8,6 +8,7 @@ Agents are tiny: on a small CPU most of the time is XLA compiles.
 
 import csv
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -318,6 +319,9 @@ def test_cli_make_run_recurrent_muzero_on_a_memory_task(tmp_path):
     assert main(["run", "--dir", str(exp), "--steps", "320"]) == 0
     with (exp / "metrics.csv").open() as f:
         assert int(list(csv.DictReader(f))[-1]["env_steps"]) == 320
+    out_json = tmp_path / "eval.json"
+    assert main(["eval", "--dir", str(exp), "--episodes", "2", "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["episodes"] == 2
 
 
 def test_initial_carry_is_none_without_a_recurrent_encoder():
