@@ -39,24 +39,28 @@ def steps_to(rows: list[dict], threshold: float, run: int = 2) -> int | None:
     return None
 
 
+def make_and_train(cfg_path: Path, exp: Path, steps: int | None) -> float:
+    """``omega make`` (unless ``exp`` exists) + ``omega run``; returns the training wall time.
+    A finished run keeps its wall time in ``exp/train_wall_s.json`` and is not trained again."""
+    if not exp.exists():
+        assert omega(["make", "--config", str(cfg_path), "--output-dir", str(exp)]) == 0
+    wall_file = exp / "train_wall_s.json"
+    if wall_file.exists():
+        return float(json.loads(wall_file.read_text())["train_wall_s"])
+    t0 = time.perf_counter()
+    assert omega(["run", "--dir", str(exp)] + (["--steps", str(steps)] if steps else [])) == 0
+    wall = time.perf_counter() - t0
+    wall_file.write_text(json.dumps({"train_wall_s": wall}) + "\n")
+    return wall
+
+
 def run_seed(config: Path, seed: int, work: Path, steps: int | None, eval_seed: int) -> dict:
     data = yaml.safe_load(config.read_text())
     data["seed"] = seed
     cfg_path = work / f"{config.stem}_seed{seed}.yaml"
     cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
     exp = work / f"{config.stem}_seed{seed}"
-    if not exp.exists():
-        assert omega(["make", "--config", str(cfg_path), "--output-dir", str(exp)]) == 0
-    # A finished run keeps its wall time, so re-running this script only re-evaluates it.
-    wall_file = exp / "train_wall_s.json"
-    if wall_file.exists():
-        wall = float(json.loads(wall_file.read_text())["train_wall_s"])
-    else:
-        t0 = time.perf_counter()
-        args = ["run", "--dir", str(exp)] + (["--steps", str(steps)] if steps else [])
-        assert omega(args) == 0
-        wall = time.perf_counter() - t0
-        wall_file.write_text(json.dumps({"train_wall_s": wall}) + "\n")
+    wall = make_and_train(cfg_path, exp, steps)
     eval_json = exp / "eval.json"
     mode = "--greedy" if data.get("eval", {}).get("greedy", True) else "--sample"
     assert omega(["eval", "--dir", str(exp), "--episodes", "100", "--seed", str(eval_seed),

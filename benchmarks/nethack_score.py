@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
 
 import yaml  # noqa: E402
 
+from benchmarks.learning import make_and_train  # noqa: E402
 from omega.cli.main import main as omega  # noqa: E402
 
 EVAL_KEYS = ("greedy", "mean_return", "mean_return_ci95", "mean_length", "mean_length_ci95",
@@ -42,17 +43,8 @@ def train_and_eval(config: Path, seed: int, work: Path, steps: int | None, episo
     cfg_path = work / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
     exp = work / name
-    if not exp.exists():
-        assert omega(["make", "--config", str(cfg_path), "--output-dir", str(exp)]) == 0
     # A finished run keeps its wall time, so re-running this script only re-evaluates it.
-    wall_file = exp / "train_wall_s.json"
-    if wall_file.exists():
-        wall = float(json.loads(wall_file.read_text())["train_wall_s"])
-    else:
-        t0 = time.perf_counter()
-        assert omega(["run", "--dir", str(exp)] + (["--steps", str(steps)] if steps else [])) == 0
-        wall = time.perf_counter() - t0
-        wall_file.write_text(json.dumps({"train_wall_s": wall}) + "\n")
+    wall = make_and_train(cfg_path, exp, steps)
     eval_json = exp / "eval.json"
     t0 = time.perf_counter()
     assert omega(["eval", "--dir", str(exp), "--episodes", str(episodes), "--seed",

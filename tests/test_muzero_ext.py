@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import mctx
 import numpy as np
 import pytest
+from test_muzero import hand_recurrent_fn  # the deterministic hand-built model
 
 from omega.agents.base import Trajectory
 from omega.agents.muzero import MuZeroConfig, make_muzero_agent
@@ -83,23 +84,6 @@ def test_completed_qvalues():
     out = mz.completed_qvalues(q, visits, jnp.array([1.0]))
     # Unvisited action 1 gets the root value 1; the range [0, 4] maps to [0, 1].
     np.testing.assert_allclose(out, [[0.5, 0.25, 1.0, 0.0]])
-
-
-# A deterministic model (as in tests/test_muzero.py): action 0 pays 0.5 and ends in the dead
-# state 1; action 1 pays nothing but leads to state 2, where every action pays 2. States 3..5
-# mirror it with the actions swapped.
-REWARD = np.array([[0.5, 0.0], [0.0, 0.0], [2.0, 2.0],
-                   [0.0, 0.5], [0.0, 0.0], [2.0, 2.0]], np.float32)
-NEXT = np.array([[1, 2], [1, 1], [1, 1], [5, 4], [4, 4], [4, 4]], np.int32)
-
-
-def hand_recurrent_fn(params, rng, action, state):
-    del params, rng
-    reward = jnp.asarray(REWARD)[state, action]
-    out = mctx.RecurrentFnOutput(reward=reward, discount=jnp.full_like(reward, 0.9),
-                                 prior_logits=jnp.zeros((state.shape[0], 2)),
-                                 value=jnp.zeros_like(reward))
-    return out, jnp.asarray(NEXT)[state, action]
 
 
 def hand_search(greedy, search="regularized", prior_logits=None):
