@@ -223,7 +223,7 @@ def test_actor_that_cannot_start_is_one_clear_line(tmp_path, capsys):
     (exp / "episodes").rmdir()
     (exp / "episodes").write_text("")
     assert main(["run", "--dir", str(exp), "--backend", "ray", "--num-actors", "1"]) == 2
-    err = capsys.readouterr().err.strip()
+    err = omega_lines(capsys.readouterr().err)
     assert len(err.splitlines()) == 1
     assert err.startswith("omega: error: Ray actor 0 could not start (")
     assert "Not a directory" in err
@@ -231,6 +231,12 @@ def test_actor_that_cannot_start_is_one_clear_line(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------
 # Errors that need no Ray session
+
+
+def omega_lines(stderr: str) -> str:
+    """omega's own stderr lines: Ray forwards its workers' log lines (also those of an earlier
+    test's workers) to stderr whenever they arrive."""
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith(("\x1b[36m(", "(")))
 
 
 def test_remote_traceback_is_summarised_by_its_exception_line():
@@ -248,9 +254,9 @@ def test_missing_ray_is_one_clear_line(tmp_path, capsys, monkeypatch):
     exp = make_exp(tmp_path, RANDOM.format(steps=512, lag=2))
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert main(["run", "--dir", str(exp), "--backend", "ray"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == ("omega: error: --backend ray needs the ray package; install it with "
-                   "pip install 'omega[distributed]'")
+    assert omega_lines(capsys.readouterr().err) == (
+        "omega: error: --backend ray needs the ray package; install it with "
+        "pip install 'omega[distributed]'")
 
 
 def test_ray_flags_and_muzero_are_refused_clearly(tmp_path, capsys):
@@ -269,7 +275,7 @@ def test_ray_flags_and_muzero_are_refused_clearly(tmp_path, capsys):
     check_reachable("auto")  # not HOST:PORT: left to Ray
     mz = make_exp(tmp_path, "agent_type: muzero\n", name="mz")
     assert main(["run", "--dir", str(mz), "--backend", "ray"]) == 2
-    err = capsys.readouterr().err.strip()
+    err = omega_lines(capsys.readouterr().err)
     assert len(err.splitlines()) == 1 and "use --backend local" in err
 
 
