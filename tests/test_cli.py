@@ -150,7 +150,10 @@ def test_bench_reports_raw_and_training_rates(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["raw_env_steps_per_s"] > 0 and data["train_env_steps_per_s"] > 0
     assert data["ratio"] == pytest.approx(data["train_env_steps_per_s"] / data["raw_env_steps_per_s"])
-    assert "ratio" in capsys.readouterr().out
+    # The time split of an update: acting and learning are both measured and both take time.
+    assert data["acting_s_per_update"] > 0 and data["learning_s_per_update"] > 0
+    printed = capsys.readouterr().out
+    assert "ratio" in printed and "acting" in printed and "learning" in printed
 
 
 def test_wandb_online_without_key_or_terminal_falls_back_to_offline(tmp_path, capsys, monkeypatch):

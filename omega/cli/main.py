@@ -270,6 +270,10 @@ def cmd_bench(args) -> int:
     print(f"{r['env_id']:<32} {r['agent_type']:<7} {r['num_envs']:>4} {r['num_workers']:>3} "
           f"{r['raw_env_steps_per_s']:>12,.0f} {r['train_env_steps_per_s']:>14,.0f} "
           f"{r['ratio']:>6.2f}")
+    n = r["env_steps_per_update"]
+    raw_ms = 1000 * n / r["raw_env_steps_per_s"]
+    print(f"per update of {n:,} env steps: acting {1000 * r['acting_s_per_update']:,.0f} ms "
+          f"(raw env alone {raw_ms:,.0f} ms), learning {1000 * r['learning_s_per_update']:,.0f} ms")
     if args.json:
         print(f"omega: wrote {args.json}")
     return 0

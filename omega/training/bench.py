@@ -71,8 +71,15 @@ def training_step_rate(cfg_path: Path, steps: int) -> tuple[float, dict[str, Any
         rates = [float(r["env_steps_per_s"]) for r in rows[1:]]
         # Steps per row are equal, so the overall rate is the harmonic mean of row rates.
         rate = len(rates) / sum(1.0 / r for r in rates) if rates else float("nan")
+        # Where the training time goes, per update (first one left out): acting is the
+        # rollout (env steps + policy), learning the update.
+        updates = max(1, len(rows) - 1)
+        acting = sum(float(r["acting_s"]) for r in rows[1:]) / updates
+        learning = sum(float(r["learning_s"]) for r in rows[1:]) / updates
         return rate, {"train_env_steps": total, "train_wall_s": wall,
-                      "first_update_env_steps_per_s": float(rows[0]["env_steps_per_s"])}
+                      "first_update_env_steps_per_s": float(rows[0]["env_steps_per_s"]),
+                      "acting_s_per_update": acting, "learning_s_per_update": learning,
+                      "env_steps_per_update": per_update}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -240,18 +240,25 @@ def train(exp_dir: str | Path, device: str | None = None, total_env_steps: int |
             rng, actor_key = jax.random.split(rng)
             actor = Actor(agent, venv, actor_key)
             steps_per_rollout = run.rollout_length * cfg.env.num_envs
+            acting_s = learning_s = 0.0  # wall time of each half since the last metrics row
             while loop.env_steps < run.total and recorder.stop_signal is None:
                 params = agent.params(state)
                 if dp is not None:
                     params = dp.for_acting(params)
+                t0 = time.perf_counter()
                 trajectory, episodes = actor.rollout(params, run.rollout_length)
+                t1 = time.perf_counter()
                 rng, learn_key = jax.random.split(rng)
-                state, metrics = agent.learn(state, trajectory, learn_key)
+                state, metrics = jax.block_until_ready(agent.learn(state, trajectory, learn_key))
+                acting_s += t1 - t0
+                learning_s += time.perf_counter() - t1
                 loop = loop._replace(env_steps=loop.env_steps + steps_per_rollout,
                                      updates=loop.updates + 1,
                                      episodes=loop.episodes + len(episodes))
-                recorder.record(state, loop, rng, episodes, metrics,
-                                {"worker_restarts": actor.worker_restarts})
+                if recorder.record(state, loop, rng, episodes, metrics,
+                                   {"worker_restarts": actor.worker_restarts,
+                                    "acting_s": acting_s, "learning_s": learning_s}):
+                    acting_s = learning_s = 0.0
         finally:
             recorder.close(state, loop, rng)
             if actor is not None:
