@@ -63,6 +63,8 @@ class TrainConfig:
     total_env_steps: int = dataclasses.field(default=50_000, metadata=_range(1))
     checkpoint_every_steps: int = dataclasses.field(default=10_000, metadata=_range(1))
     log_every_steps: int = dataclasses.field(default=2_048, metadata=_range(1))
+    # Learn from rollout k on a thread while acting rollout k + 1: one update of policy lag.
+    async_learning: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

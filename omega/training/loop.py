@@ -13,6 +13,7 @@ the same ones.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import math
 import signal
 import sys
@@ -240,25 +241,54 @@ def train(exp_dir: str | Path, device: str | None = None, total_env_steps: int |
             rng, actor_key = jax.random.split(rng)
             actor = Actor(agent, venv, actor_key)
             steps_per_rollout = run.rollout_length * cfg.env.num_envs
-            acting_s = learning_s = 0.0  # wall time of each half since the last metrics row
-            while loop.env_steps < run.total and recorder.stop_signal is None:
-                params = agent.params(state)
-                if dp is not None:
-                    params = dp.for_acting(params)
-                t0 = time.perf_counter()
-                trajectory, episodes = actor.rollout(params, run.rollout_length)
-                t1 = time.perf_counter()
-                rng, learn_key = jax.random.split(rng)
-                state, metrics = jax.block_until_ready(agent.learn(state, trajectory, learn_key))
-                acting_s += t1 - t0
-                learning_s += time.perf_counter() - t1
+            learner = _BackgroundLearner(agent) if cfg.train.async_learning else None
+            timing = {"acting_s": 0.0, "learning_s": 0.0}  # since the last metrics row
+
+            def account(state, loop, episodes, metrics):
                 loop = loop._replace(env_steps=loop.env_steps + steps_per_rollout,
                                      updates=loop.updates + 1,
                                      episodes=loop.episodes + len(episodes))
                 if recorder.record(state, loop, rng, episodes, metrics,
-                                   {"worker_restarts": actor.worker_restarts,
-                                    "acting_s": acting_s, "learning_s": learning_s}):
-                    acting_s = learning_s = 0.0
+                                   {"worker_restarts": actor.worker_restarts, **timing}):
+                    timing.update(acting_s=0.0, learning_s=0.0)
+                return loop
+
+            # Async: rollout k is acted with the params of update k - 1 while update k - 1 -> k
+            # learns from rollout k - 1 on a thread (XLA releases the GIL), so the envs and
+            # the policy do not wait for the learner; the price is one update of policy lag.
+            # learning_s then counts only the wait for the learner after a rollout.
+            pending = None  # episodes of the rollout whose update is in flight (async only)
+            try:
+                while loop.env_steps + (pending is not None) * steps_per_rollout < run.total \
+                        and recorder.stop_signal is None:
+                    params = agent.params(state)
+                    if dp is not None:
+                        params = dp.for_acting(params)
+                    t0 = time.perf_counter()
+                    trajectory, episodes = actor.rollout(params, run.rollout_length)
+                    t1 = time.perf_counter()
+                    timing["acting_s"] += t1 - t0
+                    rng, learn_key = jax.random.split(rng)
+                    if learner is None:
+                        state, metrics = jax.block_until_ready(
+                            agent.learn(state, trajectory, learn_key))
+                        timing["learning_s"] += time.perf_counter() - t1
+                        loop = account(state, loop, episodes, metrics)
+                        continue
+                    if pending is not None:
+                        state, metrics = learner.result()
+                        timing["learning_s"] += time.perf_counter() - t1
+                        loop = account(state, loop, pending, metrics)
+                    learner.submit(state, trajectory, learn_key)
+                    pending = episodes
+                if pending is not None:
+                    t1 = time.perf_counter()
+                    state, metrics = learner.result()
+                    timing["learning_s"] += time.perf_counter() - t1
+                    loop = account(state, loop, pending, metrics)
+            finally:
+                if learner is not None:
+                    learner.close()
         finally:
             recorder.close(state, loop, rng)
             if actor is not None:
@@ -266,6 +296,34 @@ def train(exp_dir: str | Path, device: str | None = None, total_env_steps: int |
             recorder.close_sinks()
         recorder.finish(loop)
         return loop
+
+
+class _BackgroundLearner:
+    """``agent.learn`` on one worker thread, one update in flight at a time."""
+
+    def __init__(self, agent: Any):
+        self.agent = agent
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="omega-learner")
+        self.future: concurrent.futures.Future | None = None
+
+    def submit(self, state: Any, trajectory: Any, key: jax.Array) -> None:
+        assert self.future is None, "one update in flight at a time"
+        self.future = self.pool.submit(self._learn, state, trajectory, key)
+
+    def _learn(self, state: Any, trajectory: Any, key: jax.Array) -> tuple[Any, Any]:
+        return jax.block_until_ready(self.agent.learn(state, trajectory, key))
+
+    def result(self) -> tuple[Any, Any]:
+        future, self.future = self.future, None
+        assert future is not None, "no update in flight"
+        return future.result()
+
+    def close(self) -> None:
+        """Waits for an update still in flight (after an error its result is dropped)."""
+        if self.future is not None:
+            self.future.exception()
+            self.future = None
+        self.pool.shutdown(wait=True)
 
 
 def jnp_key(data: np.ndarray) -> jax.Array:
