@@ -256,3 +256,57 @@ def test_fresh_bootstrap_split_rebuilds_the_stored_targets():
     # Both kinds occur: targets that end inside their window and targets that bootstrap.
     assert (batch.bootstrap_discount[batch.value_mask > 0] == 0).any()
     assert (batch.bootstrap_discount > 0).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reanalyze apart from the train steps (remote workers) and streams cut by a replaced actor
+
+
+def test_set_search_targets_if_live_skips_steps_evicted_meanwhile():
+    replay = ReplayBuffer(max_size=16, num_unroll_steps=2, td_steps=2, gamma=0.9)
+    add_steps(replay, 6, 2)  # 8 slots per env
+    env, time = replay.sample_positions(12)
+    assert 0 < len(env) <= 12 and np.all(time < replay.time)
+    assert len(set(zip(env.tolist(), time.tolist(), strict=True))) == len(env)  # distinct
+    # Targets computed for every step of both envs, then 6 more steps evict times 0..3.
+    env, time = np.repeat([0, 1], 6), np.tile(np.arange(6), 2)
+    add_steps(replay, 6, 2)
+    assert replay.oldest == 4
+    before = replay.data["search_policy"].copy()
+    policy = np.tile(np.array([1.0, 0.0, 0.0], np.float32), (12, 1))
+    value = np.full(12, 7.0, np.float32)
+    assert replay.set_search_targets_if_live(env, time, policy, value) == 4  # times 4, 5
+    changed = np.zeros(before.shape[:2], bool)
+    changed[[0, 0, 1, 1], [4, 5, 4, 5]] = True
+    np.testing.assert_array_equal(replay.data["search_policy"][changed], policy[:4])
+    np.testing.assert_array_equal(replay.data["root_value"][changed], 7.0)
+    # The slots of the evicted times 0..3 now hold times 8..11: untouched.
+    np.testing.assert_array_equal(replay.data["search_policy"][~changed], before[~changed])
+    with pytest.raises(ValueError, match="live steps"):  # the strict version still refuses
+        replay.set_search_targets(env, time, policy, value)
+    # Eviction by age counts the same way.
+    aged = ReplayBuffer(max_size=1000, num_unroll_steps=2, td_steps=2, gamma=0.9, max_age=8)
+    add_steps(aged, 10, 2)  # live: times 6..9
+    assert aged.set_search_targets_if_live(np.zeros(10, int), np.arange(10),
+                                           policy[:1].repeat(10, 0), np.ones(10)) == 4
+
+
+def test_end_streams_stops_targets_at_the_cut():
+    replay = ReplayBuffer(max_size=100, num_unroll_steps=2, td_steps=3, gamma=0.5)
+    root = np.broadcast_to(10.0 * np.arange(4, dtype=np.float32)[:, None], (4, 2))
+    add_steps(replay, 4, 2, reward=np.ones((4, 2), np.float32), root_value=root)
+    assert replay.end_streams(np.array([0])) == 1
+    assert replay.end_streams(np.array([0])) == 0  # already ends there
+    # Env 0's next steps come from a new env (a replaced actor): another stream.
+    add_steps(replay, 4, 2, reward=np.ones((4, 2), np.float32),
+              root_value=np.full((4, 2), 1000.0, np.float32))
+    b = replay.sample(400)
+    for e, expected, mask in ((0, 1 + 0.5 * 30, [1, 1, 0]),  # bootstraps its own root value
+                              (1, 1 + 0.5 + 0.25 + 0.125 * 1000, [1, 1, 1])):
+        rows = np.flatnonzero((b.obs["time"] == 2) & (b.obs["env"] == e))
+        assert len(rows), "start (env, 2) not sampled"
+        np.testing.assert_allclose(b.value_target[rows[0], 0], expected, rtol=1e-6)
+        np.testing.assert_array_equal(b.policy_mask[rows[0]], mask)
+    assert replay.data["outcome"][0, :4].tolist() == [-1] * 4  # an unfinished episode
+    assert ReplayBuffer(max_size=10, num_unroll_steps=1, td_steps=1, gamma=0.9).end_streams(
+        np.array([0])) == 0  # nothing stored yet

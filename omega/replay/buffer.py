@@ -54,7 +54,10 @@ observations come with their stored memories too.
 
 Reanalyze: a learner can draw the starts first (``sample_starts``), recompute the search
 targets of the steps the batch will use (``unroll_positions``, ``observations_at``), write
-them back (``set_search_targets``) and then build the batch (``sample(starts=...)``).
+them back (``set_search_targets``) and then build the batch (``sample(starts=...)``). A
+reanalyze running apart from the train steps (remote workers) draws steps with
+``sample_positions`` and writes back with ``set_search_targets_if_live``, which skips the
+steps evicted meanwhile.
 """
 
 from __future__ import annotations
@@ -481,3 +484,50 @@ class ReplayBuffer:
         slot = time % self.capacity
         self.data["search_policy"][env, slot] = search_policy
         self.data["root_value"][env, slot] = root_value
+
+    def set_search_targets_if_live(self, env: np.ndarray, time: np.ndarray,
+                                   search_policy: np.ndarray, root_value: np.ndarray) -> int:
+        """:meth:`set_search_targets` for the steps (env [M], time [M]) that are still live;
+        the others (evicted since they were sampled: older than :attr:`oldest`, their slot
+        now holds a newer step) are skipped. Returns how many were written."""
+        env, time = np.asarray(env), np.asarray(time)
+        live = (time >= self.oldest) & (time < self.time)
+        self.set_search_targets(env[live], time[live], np.asarray(search_policy)[live],
+                                np.asarray(root_value)[live])
+        return int(live.sum())
+
+    def sample_positions(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``count`` distinct stored steps (env [M], time [M]), sorted: a random subset
+        of the unroll positions of sequences whose starts are drawn as ``sample`` draws them
+        (priorities and success balancing included). For a reanalyze that runs apart from the
+        train steps (remote reanalyze workers)."""
+        starts = self.sample_starts(max(1, math.ceil(count / (self.unroll + 1))))
+        env, time = self.unroll_positions(starts[0], starts[1])
+        if len(env) > count:
+            keep = np.sort(self.rng.choice(len(env), size=count, replace=False))
+            env, time = env[keep], time[keep]
+        return env, time
+
+    def end_streams(self, envs: np.ndarray) -> int:
+        """Ends the streams of ``envs`` at their newest stored step, for a stream whose next
+        steps come from other envs (a replaced Ray actor's fresh episodes): that step becomes
+        a time limit whose ``truncation_value`` makes its n-step target its own root value
+        (``reward + gamma * truncation_value == root_value``), which is what the target is
+        while it is the newest stored step. So no target, unroll or burn-in reaches across.
+        Steps that already end an episode are left alone; returns how many were cut."""
+        if not self.time:
+            return 0
+        envs = np.asarray(envs, np.int64)
+        slot = (self.time - 1) % self.capacity
+        d = self.data
+        open_ = ~(d["terminated"][envs, slot] | d["truncated"][envs, slot])
+        envs = envs[open_]
+        d["truncated"][envs, slot] = True
+        d["truncation_value"][envs, slot] = (
+            (d["root_value"][envs, slot] - d["reward"][envs, slot]) / self.gamma
+            if self.gamma > 0 else 0.0)
+        for env in envs:  # the cut episode ends unfinished: a failure for success balancing
+            start = max(self._episode_start[env], self.oldest)
+            d["outcome"][env, np.arange(start, self.time) % self.capacity] = -1
+            self._episode_start[env] = self.time
+        return len(envs)

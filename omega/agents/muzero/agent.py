@@ -30,7 +30,10 @@ Options: with ``consistency_loss_weight`` > 0 a state-consistency loss (Efficien
 pulls each unrolled latent towards the representation of the real observation it stands for
 (:func:`consistency_loss`). With ``reanalyze_fraction`` > 0, that fraction of each batch's
 sequences first gets fresh search policies and root values from a noise-free search with the
-current params, written back to the replay (reanalyze, Schrittwieser et al. 2021).
+current params, written back to the replay (reanalyze, Schrittwieser et al. 2021). On the Ray
+backend, reanalyze can instead run in separate Ray actors (``distributed.num_reanalyze_workers``)
+through the same pieces: :meth:`MuZeroAgent.sample_reanalyze_batch`,
+:meth:`MuZeroAgent.search_targets` and :meth:`MuZeroAgent.write_search_targets`.
 
 Memory: with a recurrent encoder (``model.recurrent: true``) the representation also reads
 and updates the encoder memory (the carry): ``act`` resets it where ``first`` is True,
@@ -97,6 +100,17 @@ class MuZeroState(NamedTuple):
     train_steps: jax.Array  # [] int32, jitted train steps so far
     env_steps: jax.Array  # [] int32, env steps added to the replay so far
     update_credit: jax.Array  # [] float32, fractional train steps owed by replay_ratio
+
+
+class ReanalyzeBatch(NamedTuple):
+    """Replay steps to reanalyze and what the search reads of them (:meth:`MuZeroAgent.
+    reanalyze_batches`); plain numpy, so it travels to a remote reanalyze worker as is."""
+
+    env: np.ndarray  # [M] the steps' envs
+    time: np.ndarray  # [M] and times
+    obs: dict[str, np.ndarray]  # [R, ...] their observations, padded to R >= M
+    memory: np.ndarray | None = None  # [R, ...] stored memories (recurrent encoders only)
+    first: np.ndarray | None = None  # [R] bool, likewise
 
 
 class SearchOutput(NamedTuple):
@@ -314,6 +328,9 @@ class MuZeroAgent:
         self._init = jax.jit(self._init_impl)
         self._act = jax.jit(self._act_impl, static_argnames="greedy")
         self._reanalyze_key = jax.random.PRNGKey(0)
+        # Whether learn reanalyzes (reanalyze_fraction > 0); the Ray backend turns it off when
+        # remote reanalyze workers do it instead (omega.training.distributed).
+        self.reanalyze_in_learn = cfg.reanalyze_fraction > 0
         self._value = jax.jit(self._value_impl)
         self._train_step = jax.jit(self._train_step_impl)
         self._refresh_memory = jax.jit(self._refresh_memory_impl)
@@ -397,7 +414,7 @@ class MuZeroAgent:
         step_metrics = []
         reanalyzed = 0
         for _ in range(num_steps):
-            if cfg.reanalyze_fraction > 0:
+            if self.reanalyze_in_learn:
                 starts = self.replay.sample_starts(cfg.batch_size)
                 reanalyzed += len(self._reanalyze(params, starts)[0])
                 batch = self.replay.sample(cfg.batch_size, starts=starts)
@@ -435,7 +452,7 @@ class MuZeroAgent:
             train_steps=float(train_steps), replay_size=float(len(self.replay)),
             root_value_mean=float(np.mean(extras["root_value"])),
             temperature=float(self._temperature(state.env_steps)))
-        if cfg.reanalyze_fraction > 0:
+        if self.reanalyze_in_learn:
             metrics["reanalyzed_steps"] = float(reanalyzed)
         return new_state, metrics
 
@@ -443,11 +460,8 @@ class MuZeroAgent:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Fresh search targets for a random ``reanalyze_fraction`` of the sequences starting
         at ``starts`` (env [B], time [B], weight [B]), written back to the replay; returns the
-        (env [M], time [M]) steps rewritten.
-
-        The search is the acting one, greedy: no Dirichlet or Gumbel noise, which would make
-        the targets a noisy copy of what the network already knows rather than its best
-        estimate. With a fixed key the targets depend on the params alone.
+        (env [M], time [M]) steps rewritten. The search is :meth:`search_targets` (greedy,
+        noise-free), the one remote reanalyze workers run.
         """
         cfg = self.cfg
         env, start, _ = starts
@@ -456,24 +470,57 @@ class MuZeroAgent:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         chosen = self.replay.rng.choice(len(env), size=count, replace=False)
         envs, times = self.replay.unroll_positions(env[chosen], start[chosen])
-        actor = ActorParams(net=params, temperature=jnp.ones((), jnp.float32),
-                            explore=jnp.zeros((), jnp.float32))
-        size = cfg.reanalyze_batch_size
-        for lo in range(0, len(envs), size):
-            e, t = envs[lo:lo + size], times[lo:lo + size]
-            pad = size - len(e)  # one batch shape, so one trace of the search
-            obs = self.replay.observations_at(np.pad(e, (0, pad), mode="edge"),
-                                              np.pad(t, (0, pad), mode="edge"))
-            memory = {}
-            if self.recurrent:
-                m, f = self.replay.memory_at(np.pad(e, (0, pad), mode="edge"),
-                                             np.pad(t, (0, pad), mode="edge"))
-                memory = {"first": f, "memory": m}
-            out = self._act(actor, obs, self._reanalyze_key, greedy=True, **memory)
-            extras = jax.device_get(out.extras)
-            self.replay.set_search_targets(e, t, extras["search_policy"][:len(e)],
-                                           extras["root_value"][:len(e)])
+        for batch in self.reanalyze_batches(envs, times):
+            policy, value = self.search_targets(params, batch)
+            self.replay.set_search_targets(batch.env, batch.time, policy, value)
         return envs, times
+
+    # -- reanalyze, also for remote workers ----------------------------------------------------
+
+    def reanalyze_batches(self, env: np.ndarray, time: np.ndarray) -> list[ReanalyzeBatch]:
+        """The live replay steps (env [M], time [M]) in batches of ``reanalyze_batch_size``
+        with their observations (and memories); the last is padded to that size (one shape,
+        so the search compiles once)."""
+        size = self.cfg.reanalyze_batch_size
+        batches = []
+        for lo in range(0, len(env), size):
+            e, t = env[lo:lo + size], time[lo:lo + size]
+            pe = np.pad(e, (0, size - len(e)), mode="edge")
+            pt = np.pad(t, (0, size - len(t)), mode="edge")
+            memory = first = None
+            if self.recurrent:
+                memory, first = self.replay.memory_at(pe, pt)
+            batches.append(ReanalyzeBatch(env=e, time=t, obs=self.replay.observations_at(pe, pt),
+                                          memory=memory, first=first))
+        return batches
+
+    def sample_reanalyze_batch(self) -> ReanalyzeBatch:
+        """One batch of up to ``reanalyze_batch_size`` live steps, the unroll positions of
+        sequences drawn as the train steps draw them (:meth:`ReplayBuffer.sample_positions`):
+        what a remote reanalyze worker searches next. The replay must not be empty."""
+        env, time = self.replay.sample_positions(self.cfg.reanalyze_batch_size)
+        return self.reanalyze_batches(env, time)[0]
+
+    def search_targets(self, net: Params, batch: ReanalyzeBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh search targets (search_policy [M, A], root_value [M]) of the batch's steps
+        with network params ``net``: the acting search, greedy (no Dirichlet or Gumbel noise,
+        which would make the targets a noisy copy of what the network already knows rather
+        than its best estimate) with a fixed key, so they depend on the params alone."""
+        actor = ActorParams(net=net, temperature=jnp.ones((), jnp.float32),
+                            explore=jnp.zeros((), jnp.float32))
+        memory = {}
+        if batch.memory is not None:
+            memory = {"first": batch.first, "memory": batch.memory}
+        out = self._act(actor, batch.obs, self._reanalyze_key, greedy=True, **memory)
+        extras = jax.device_get(out.extras)
+        m = len(batch.env)
+        return np.asarray(extras["search_policy"][:m]), np.asarray(extras["root_value"][:m])
+
+    def write_search_targets(self, env: np.ndarray, time: np.ndarray, search_policy: np.ndarray,
+                             root_value: np.ndarray) -> int:
+        """Writes reanalyzed targets back to the replay for the steps still live (those
+        evicted since they were sampled are skipped); returns how many were written."""
+        return self.replay.set_search_targets_if_live(env, time, search_policy, root_value)
 
     def _refresh(self, params: Params, batch: ReplayBatch) -> None:
         """Writes back the memories after each of the batch's sequences' K + 1 observations
