@@ -98,6 +98,10 @@ class DistributedConfig:
     max_policy_lag: int = dataclasses.field(default=2, metadata=_range(0))
     # Dead or failed Ray actors replaced over a run before it stops with an error.
     max_actor_restarts: int = dataclasses.field(default=10, metadata=_range(0))
+    # MuZero only: Ray actors that reanalyze replay steps with the newest params while the
+    # learner trains (muzero.reanalyze_fraction > 0 turns reanalyze on; 0 here keeps it in
+    # the learner). The local backend ignores it.
+    num_reanalyze_workers: int = dataclasses.field(default=0, metadata=_range(0, 1024))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +236,15 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
     if cfg.agent_type == "muzero" and cfg.muzero.refresh_memory and not cfg.model.recurrent:
         raise ConfigError("config key 'muzero.refresh_memory' needs model.recurrent: true "
                           "(there is no encoder memory to refresh); set it to false")
+    workers = cfg.distributed.num_reanalyze_workers
+    if workers and cfg.agent_type != "muzero":
+        raise ConfigError(f"config key 'distributed.num_reanalyze_workers' ({workers}) needs "
+                          f"agent_type muzero (agent_type {cfg.agent_type} has no replay to "
+                          "reanalyze); set it to 0")
+    if workers and cfg.muzero.reanalyze_fraction == 0:
+        raise ConfigError(f"config key 'distributed.num_reanalyze_workers' ({workers}) needs "
+                          "reanalyze on: set muzero.reanalyze_fraction > 0, or set "
+                          "num_reanalyze_workers to 0")
     for key in cfg.env.observation.keys:
         if key not in OBSERVATION_KEYS:
             raise ConfigError(
@@ -302,6 +315,8 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",
                "burn_in_steps", "refresh_memory"),
+    # Not hashed anyway (the distributed section never is); listed to keep that explicit.
+    "distributed": ("num_reanalyze_workers",),
 }
 
 

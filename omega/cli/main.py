@@ -56,7 +56,8 @@ def _add_run(sub) -> None:
                         "or HOST:6379); default: start a local Ray")
     p.add_argument("--num-actors", type=int, default=None,
                    help="with --backend ray: Ray actors, each with env.num_envs envs "
-                        "(default: distributed.num_actors)")
+                        "(default: distributed.num_actors; MuZero learns from rounds of one "
+                        "rollout per actor)")
 
 
 def _add_eval(sub) -> None:
