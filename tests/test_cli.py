@@ -154,6 +154,10 @@ def test_bench_reports_raw_and_training_rates(tmp_path, capsys):
     assert data["acting_s_per_update"] > 0 and data["learning_s_per_update"] > 0
     printed = capsys.readouterr().out
     assert "ratio" in printed and "acting" in printed and "learning" in printed
+    assert data["async_learning"] is False
+    assert main(["bench", "--config", str(cfg), "--steps", "1024", "--async-learning",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["async_learning"] is True
 
 
 def test_wandb_online_without_key_or_terminal_falls_back_to_offline(tmp_path, capsys, monkeypatch):

@@ -108,6 +108,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--config", required=True, help="YAML config")
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--async-learning", action="store_true",
+                   help="train with train.async_learning on, whatever the config says")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,7 +267,7 @@ def cmd_bench(args) -> int:
 
     if args.steps <= 0:
         raise OmegaError(f"--steps must be positive, got {args.steps}")
-    r = bench(args.config, args.steps, args.json)
+    r = bench(args.config, args.steps, args.json, async_learning=args.async_learning or None)
     print(f"{'env':<32} {'agent':<7} {'N':>4} {'W':>3} {'raw steps/s':>12} "
           f"{'train steps/s':>14} {'ratio':>6}")
     print(f"{r['env_id']:<32} {r['agent_type']:<7} {r['num_envs']:>4} {r['num_workers']:>3} "

@@ -42,8 +42,12 @@ def raw_step_rate(cfg: Any, steps: int, seed: int = 0) -> float:
         return iters * n / (time.perf_counter() - t0)
 
 
-def training_step_rate(cfg_path: Path, steps: int) -> tuple[float, dict[str, Any]]:
-    """Trains a throwaway experiment; returns env steps/s after the first (compiling) update."""
+def training_step_rate(cfg_path: Path, steps: int, async_learning: bool | None = None,
+                       ) -> tuple[float, dict[str, Any]]:
+    """Trains a throwaway experiment; returns env steps/s after the first (compiling) update.
+
+    ``async_learning`` overrides ``train.async_learning`` of the config when given.
+    """
     import csv
 
     from omega.training.experiment import make_experiment
@@ -58,8 +62,10 @@ def training_step_rate(cfg_path: Path, steps: int) -> tuple[float, dict[str, Any
         # checkpoints or recordings inside the measured window.
         cfg = dataclasses.replace(
             cfg,
-            train=dataclasses.replace(cfg.train, log_every_steps=per_update,
-                                      checkpoint_every_steps=total + 1),
+            train=dataclasses.replace(
+                cfg.train, log_every_steps=per_update, checkpoint_every_steps=total + 1,
+                async_learning=cfg.train.async_learning if async_learning is None
+                else async_learning),
             record=dataclasses.replace(cfg.record, every_n_episodes=0))
         (tmp / "bench.yaml").write_text(config_to_yaml(cfg))
         exp = make_experiment(tmp / "bench.yaml", tmp / "exp")
@@ -79,7 +85,8 @@ def training_step_rate(cfg_path: Path, steps: int) -> tuple[float, dict[str, Any
         return rate, {"train_env_steps": total, "train_wall_s": wall,
                       "first_update_env_steps_per_s": float(rows[0]["env_steps_per_s"]),
                       "acting_s_per_update": acting, "learning_s_per_update": learning,
-                      "env_steps_per_update": per_update}
+                      "env_steps_per_update": per_update,
+                      "async_learning": cfg.train.async_learning}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -87,14 +94,16 @@ def training_step_rate(cfg_path: Path, steps: int) -> tuple[float, dict[str, Any
 def _steps_per_update(cfg: Any) -> int:
     from omega.agents import RANDOM_ROLLOUT_LENGTH
 
-    length = cfg.ppo.rollout_length if cfg.agent_type == "ppo" else RANDOM_ROLLOUT_LENGTH
+    length = {"ppo": cfg.ppo.rollout_length, "muzero": cfg.muzero.rollout_length}.get(
+        cfg.agent_type, RANDOM_ROLLOUT_LENGTH)
     return length * cfg.env.num_envs
 
 
-def bench(config_path: str | Path, steps: int, out_json: str | Path | None = None) -> dict:
+def bench(config_path: str | Path, steps: int, out_json: str | Path | None = None,
+          async_learning: bool | None = None) -> dict:
     cfg = load_config(config_path)
     raw = raw_step_rate(cfg, steps)
-    trained, extra = training_step_rate(Path(config_path), steps)
+    trained, extra = training_step_rate(Path(config_path), steps, async_learning)
     result = {
         "config": str(config_path),
         "agent_type": cfg.agent_type,
