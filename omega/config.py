@@ -233,6 +233,9 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
     if cfg.agent_type == "muzero" and cfg.muzero.burn_in_steps and not cfg.model.recurrent:
         raise ConfigError("config key 'muzero.burn_in_steps' needs model.recurrent: true (there "
                           "is no encoder memory to burn in); set it to 0")
+    if cfg.agent_type == "muzero" and cfg.muzero.burn_in_gradient and not cfg.muzero.burn_in_steps:
+        raise ConfigError("config key 'muzero.burn_in_gradient' needs muzero.burn_in_steps > 0 "
+                          "(the gradient runs through the burn-in); set burn_in_steps or drop it")
     if cfg.agent_type == "muzero" and cfg.muzero.refresh_memory and not cfg.model.recurrent:
         raise ConfigError("config key 'muzero.refresh_memory' needs model.recurrent: true "
                           "(there is no encoder memory to refresh); set it to false")
@@ -314,7 +317,7 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",
-               "burn_in_steps", "refresh_memory"),
+               "burn_in_steps", "refresh_memory", "burn_in_gradient"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

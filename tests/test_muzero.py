@@ -176,6 +176,9 @@ def test_recurrent_encoder_is_refused_where_memory_is_not_threaded():
         config_from_dict({"agent_type": "muzero", "muzero": {"burn_in_steps": 2}})
     with pytest.raises(ConfigError, match="muzero.refresh_memory"):
         config_from_dict({"agent_type": "muzero", "muzero": {"refresh_memory": True}})
+    with pytest.raises(ConfigError, match="muzero.burn_in_gradient"):
+        config_from_dict({"agent_type": "muzero", "model": recurrent,
+                          "muzero": {"burn_in_gradient": True}})
 
 
 # ---------------------------------------------------------------------------------------------

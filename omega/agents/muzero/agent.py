@@ -629,10 +629,13 @@ class MuZeroAgent:
 
     def _start_memory(self, params: Params, memory: MemoryBatch) -> Carry:
         """The encoder memory [B, ...] before each sequence's start observation: the stored
-        one, carried through the burn-in observations with ``params`` (no gradient)."""
+        one, carried through the burn-in observations with ``params`` (no gradient unless
+        ``burn_in_gradient``)."""
         if not self.cfg.burn_in_steps:
             return memory.memory
-        params = jax.lax.stop_gradient(params)
+        through = self.cfg.burn_in_gradient
+        if not through:
+            params = jax.lax.stop_gradient(params)
 
         def step(m, inputs):
             obs, first, mask = inputs  # [B, ...], [B], [B]
@@ -644,7 +647,7 @@ class MuZeroAgent:
         time_major = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), (
             memory.burn_in_obs, memory.burn_in_first, memory.burn_in_mask))
         start, _ = jax.lax.scan(step, memory.memory, time_major)
-        return jax.lax.stop_gradient(start)
+        return start if through else jax.lax.stop_gradient(start)
 
     def _loss(self, params: Params, batch: ReplayBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg

@@ -59,6 +59,11 @@ class MuZeroConfig:
     # steps earlier, never past the episode start), so the start memory comes from the
     # current params rather than the acting ones. 0: start from the stored memory.
     burn_in_steps: int = dataclasses.field(default=0, metadata=_range(0))
+    # Backpropagate through the burn-in re-encoding (truncated BPTT over burn_in_steps): the
+    # only way the encoder learns what to write to its memory. Without it the memory before a
+    # sequence start carries no gradient, so what the encoder keeps from earlier steps is
+    # never trained (only how it reads what is kept).
+    burn_in_gradient: bool = False
     # Recurrent encoder only: after each train step, re-encode every sampled sequence's K + 1
     # observations with the new params from its start memory and write the memories that
     # follow back to the replay (stored-state refresh, as in R2D2), so stored memories do not
