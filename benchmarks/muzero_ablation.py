@@ -1,0 +1,102 @@
+"""Reanalyze and the state-consistency loss on MiniHack-Room-Random-15x15-v0, same budget.
+
+Usage (from the repository root):
+
+    python benchmarks/muzero_ablation.py --seeds 0 1 2 \\
+        --out benchmarks/results/muzero_ablation_room_random_15x15.json
+
+Every variant is ``configs/muzero/room_random_15x15.yaml`` with a budget of ``--steps`` env
+steps (default 150k, the MuZero-extensions target) and these overrides:
+
+- ``base``: none;
+- ``reanalyze``: ``muzero.reanalyze_fraction`` = ``--reanalyze-fraction``;
+- ``consistency``: ``muzero.consistency_loss_weight`` = ``--consistency-weight``;
+- ``both``: the two together;
+- ``replay8``: ``muzero.replay_ratio`` = ``--high-replay-ratio`` (the config has 4): twice the
+  train steps per env step, the other lever on sample efficiency;
+- ``replay8_reanalyze``: that and reanalyze (reanalyze matters more the more often a stored
+  target is reused).
+
+Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
+as the config says: sampled from the noise-free search policy) through
+``benchmarks/learning.py``. A finished run in ``--work`` is reused, so several invocations
+with different ``--variants`` can share the cores and a last one collects the table. Prints
+the table (eval success, env steps to a training success of 0.95, wall time) and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+from learning import run_seed  # noqa: E402
+
+BASE = ROOT / "configs" / "muzero" / "room_random_15x15.yaml"
+VARIANTS = ("base", "reanalyze", "consistency", "both", "replay8", "replay8_reanalyze")
+
+
+def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
+                   replay_ratio: float) -> dict:
+    data = yaml.safe_load(BASE.read_text())
+    data["train"]["total_env_steps"] = steps
+    if name.startswith("replay8"):
+        data["muzero"]["replay_ratio"] = replay_ratio
+    if name in ("reanalyze", "both", "replay8_reanalyze"):
+        data["muzero"]["reanalyze_fraction"] = reanalyze
+    if name in ("consistency", "both"):
+        data["muzero"]["consistency_loss_weight"] = consistency
+    return data
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=150_000)
+    p.add_argument("--reanalyze-fraction", type=float, default=0.1)
+    p.add_argument("--consistency-weight", type=float, default=2.0)
+    p.add_argument("--high-replay-ratio", type=float, default=8.0)
+    p.add_argument("--eval-seed", type=int, default=1_000_000)
+    p.add_argument("--work", type=Path, default=ROOT / "experiments" / "muzero_ablation")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.variants:
+        data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
+                              args.high_replay_ratio)
+        config = args.work / f"rr15_{name}.yaml"
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        for seed in args.seeds:
+            r = run_seed(config, seed, args.work, None, args.eval_seed)
+            overrides = {k: data["muzero"][k] for k in (
+                "reanalyze_fraction", "consistency_loss_weight", "replay_ratio")
+                if k in data["muzero"] and (k != "replay_ratio" or name.startswith("replay8"))}
+            rows.append({"variant": name, "overrides": overrides, **r})
+    print(f"\nMiniHack-Room-Random-15x15-v0, {args.steps:,} env steps; eval: 100 episodes from "
+          f"seed {args.eval_seed}, sampled, noise-free")
+    print(f"{'variant':<18} {'seed':>4} {'wall s':>7} {'eval success [95% CI]':>24} "
+          f"{'steps to train 0.95':>20}")
+    for r in rows:
+        e = r["eval"]
+        lo, hi = e["success_rate_ci95"]
+        print(f"{r['variant']:<18} {r['seed']:>4} {r['train_wall_s']:>7.0f} "
+              f"{e['success_rate']:>8.2f} [{lo:.2f}, {hi:.2f}]      "
+              f"{str(r['steps_to_train_success_0.95']):>20}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"base_config": str(BASE.relative_to(ROOT)),
+                                        "steps": args.steps, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
