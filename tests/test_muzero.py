@@ -159,6 +159,8 @@ def test_config_builds_the_agent():
     ({"warmup_steps": 5000, "replay_size": 1000}, "training never starts"),
     ({"dirichlet_fraction": 1.5}, "'muzero.dirichlet_fraction' must be between 0.0 and 1.0"),
     ({"lr_schedule": "step"}, "'muzero.lr_schedule' must be one of"),
+    ({"reward_head": "both"}, "'muzero.reward_head' must be one of"),
+    ({"reward_head": "per_action", "stochastic": True}, "reward_head: per_action is not"),
 ])
 def test_bad_muzero_config_is_a_config_error(muzero, message):
     with pytest.raises(ConfigError, match=None) as e:
@@ -254,6 +256,38 @@ def test_muzero_learns_contextual_bandit(bandit_run):
     assert metrics[-1]["reward_loss"] < 0.5 * metrics[1]["reward_loss"], metrics
     for m in metrics[1:]:
         assert all(np.isfinite(v) for v in m.values()), m
+
+
+def test_per_action_reward_head_reads_the_taken_actions_head():
+    cfg = dataclasses.replace(BANDIT, reward_head="per_action")
+    agent = make_muzero_agent(cfg, TINY, A, total_env_steps=1000)
+    state = agent.init(jax.random.PRNGKey(0), bandit_obs(np.zeros(1, int)), N)
+    bins = 2 * cfg.support_size + 1
+    kernel = state.params["params"]["dynamics"]["reward"]["kernel"]  # [H, A * bins]
+    assert kernel.shape == (cfg.dynamics_hidden, A * bins)
+    # Give action 2's head (and only it) weights: only action 2's reward moves.
+    bumped = kernel.at[:, 2 * bins:3 * bins].set(
+        jax.random.normal(jax.random.PRNGKey(1), (cfg.dynamics_hidden, bins)))
+    params = jax.tree_util.tree_map(lambda x: x, state.params)
+    params["params"]["dynamics"]["reward"]["kernel"] = bumped
+    latent = jax.random.uniform(jax.random.PRNGKey(2), (3, cfg.latent_dim))
+
+    def rewards(p, action):
+        return agent.network.apply(p, latent, jnp.full((3,), action),
+                                   method=mz.MuZeroNetwork.recurrent_inference)[1]
+
+    for action in range(A):
+        before, after = rewards(state.params, action), rewards(params, action)
+        chex.assert_shape(after, (3, bins))
+        assert np.allclose(before, after) == (action != 2), action
+
+
+def test_muzero_learns_contextual_bandit_with_per_action_reward_head():
+    agent = make_muzero_agent(dataclasses.replace(BANDIT, reward_head="per_action"), TINY, A,
+                              total_env_steps=40 * T * N)
+    _, accuracies, metrics = train_bandit(agent, updates=40)
+    assert accuracies[-1] >= 0.9, accuracies
+    assert metrics[-1]["reward_loss"] < 0.5 * metrics[1]["reward_loss"], metrics
 
 
 def test_broken_reward_loss_fails_the_bandit_test(monkeypatch):

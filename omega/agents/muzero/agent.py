@@ -307,7 +307,8 @@ class MuZeroAgent:
         self.network = MuZeroNetwork(
             encoder_cfg, self.num_actions, cfg.latent_dim, cfg.dynamics_hidden,
             cfg.prediction_hidden, cfg.support_size,
-            projection_dim=cfg.latent_dim if cfg.consistency_loss_weight > 0 else 0)
+            projection_dim=cfg.latent_dim if cfg.consistency_loss_weight > 0 else 0,
+            reward_head=cfg.reward_head)
         self.total_train_steps = max(1, int(
             cfg.replay_ratio * max(0, self.total_env_steps - cfg.warmup_steps) / cfg.batch_size))
         if cfg.lr_schedule == "linear":

@@ -80,6 +80,11 @@ class MuZeroConfig:
     value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
     reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    # How the dynamics predicts the reward: "shared" (one head over the hidden features of the
+    # latent and the action) or "per_action" (one head per action, the taken one's used; a
+    # reward whose sign depends on the action and on something remembered is then linear in
+    # the latent per action). Not with stochastic: true.
+    reward_head: Literal["shared", "per_action"] = "shared"
     # Self-supervised state consistency (EfficientZero): the latent after k dynamics steps is
     # pulled towards the representation of the real observation k steps later. 0 = off.
     consistency_loss_weight: float = dataclasses.field(default=0.0, metadata=_range(0.0))
@@ -111,6 +116,12 @@ class MuZeroConfig:
             raise ValueError("stochastic: true searches with chance nodes (pUCT); set search to "
                              "'muzero' or 'regularized' (there is no Gumbel search with chance "
                              "nodes)")
+        if self.reward_head not in ("shared", "per_action"):
+            raise ValueError("reward_head must be 'shared' or 'per_action', got "
+                             f"{self.reward_head!r}")
+        if self.stochastic and self.reward_head != "shared":
+            raise ValueError("reward_head: per_action is not available with stochastic: true "
+                             "(the afterstate dynamics has its own reward head); use 'shared'")
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError("lr_schedule must be 'constant', 'linear' or 'cosine', got "
                              f"{self.lr_schedule!r}")

@@ -88,6 +88,12 @@ class Dynamics(nn.Module):
     num_actions: int
     hidden: int
     bins: int
+    # "shared": one reward head reads the hidden features of (latent, action). "per_action":
+    # one head per action reads them and the taken action's head is used, so a reward that
+    # flips with some latent feature depending on the action (go up if the latent says so,
+    # down otherwise) is linear in that feature for each action, instead of an interaction
+    # the hidden layers must discover first.
+    reward_head: str = "shared"
 
     @nn.compact
     def __call__(self, latent: jax.Array,
@@ -103,8 +109,13 @@ class Dynamics(nn.Module):
         next_latent = min_max_scale(latent + gate * (candidate - latent))  # [B, D]
         # Zero-initialised heads predict exactly 0 at the start (uniform over a symmetric
         # support), instead of arbitrary rewards the search would chase.
-        reward_logits = nn.Dense(self.bins, kernel_init=nn.initializers.zeros,
-                                 name="reward")(x)  # [B, 2S+1]
+        if self.reward_head == "per_action":
+            per_action = nn.Dense(self.num_actions * self.bins, kernel_init=nn.initializers.zeros,
+                                  name="reward")(x).reshape(x.shape[0], self.num_actions, self.bins)
+            reward_logits = jnp.take_along_axis(per_action, action[:, None, None], 1)[:, 0]
+        else:
+            reward_logits = nn.Dense(self.bins, kernel_init=nn.initializers.zeros,
+                                     name="reward")(x)  # [B, 2S+1]
         # Episodes rarely end: start near p = 0.02 so the untrained search still looks ahead.
         terminal_logit = nn.Dense(1, kernel_init=nn.initializers.zeros,
                                   bias_init=nn.initializers.constant(-4.0),
@@ -149,11 +160,12 @@ class MuZeroNetwork(nn.Module):
     # Width of the state-consistency projection (EfficientZero); 0: no projection heads, so
     # the params are those of plain MuZero.
     projection_dim: int = 0
+    reward_head: str = "shared"  # see Dynamics
 
     def setup(self):
         bins = num_bins(self.support_size)
         self.representation = Representation(self.encoder_cfg, self.latent_dim)
-        self.dynamics = Dynamics(self.num_actions, self.dynamics_hidden, bins)
+        self.dynamics = Dynamics(self.num_actions, self.dynamics_hidden, bins, self.reward_head)
         self.prediction = Prediction(self.num_actions, self.prediction_hidden, bins)
         if self.projection_dim:
             self.projection = ProjectionMLP(self.prediction_hidden, self.projection_dim)
