@@ -54,9 +54,10 @@ def monster_glyph(name: str) -> int:
 
 def fill_replay(agent, state, cfg, iterations: int, wander: float, seed: int) -> None:
     """Scripted, memory-free play into ``agent.replay`` (acting extras from ``agent.act``)."""
-    n, t_len, k = cfg.env.num_envs, cfg.muzero.rollout_length, 6
+    n, t_len = cfg.env.num_envs, cfg.muzero.rollout_length
     envs = [oe.make(cfg.env.id, observation_keys=cfg.env.observation.keys,
                     crop_size=cfg.env.observation.crop_size) for _ in range(n)]
+    k = envs[0].unwrapped.k  # corridor length: the junction is k steps east of the start
     keys = list(agent._filter({key: None for key in cfg.env.observation.keys}))
     rng = np.random.default_rng(seed)
     cur = [env.reset()[0] for env in envs]
