@@ -317,7 +317,8 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",
-               "burn_in_steps", "refresh_memory", "burn_in_gradient", "reward_head"),
+               "burn_in_steps", "refresh_memory", "burn_in_gradient", "reward_head",
+               "priority_reward_weight"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

@@ -62,6 +62,27 @@ def test_temperature_schedule():
     assert temps == [1.0, 1.0, 0.5, 0.25, 0.25]
 
 
+def test_priority_adds_the_weighted_largest_reward_error():
+    def logits(x):
+        return jnp.log(scalar_to_two_hot(jnp.asarray(x, jnp.float32), 10))
+
+    # Two starts, K = 2: predicted values 0.5 and 0; rewards (0, 0.2) and (0.0, 0.0).
+    value_logits = logits([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])  # [B, K+1, 2S+1]
+    reward_logits = logits([[0.0, 0.2], [0.0, 0.0]])  # [B, K, 2S+1]
+    batch = mz.ReplayBatch(
+        obs={}, action=None, reward_target=jnp.array([[1.0, 0.0], [-1.0, 3.0]]),
+        reward_mask=jnp.array([[1.0, 1.0], [1.0, 0.0]]), terminal_target=None,
+        value_target=jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), value_mask=None,
+        policy_target=None, policy_mask=None, weight=None, value_partial=None,
+        bootstrap_discount=None, bootstrap_obs=None, index=None)
+    error, priority = mz.value_error_and_priority(value_logits, reward_logits, batch, 10, 0.0)
+    np.testing.assert_allclose(error, [0.5, 0.0], atol=1e-2)
+    np.testing.assert_allclose(priority, error)
+    # The reward errors are 1.0 and 0.2 (row 0) and 1.0 (row 1; its masked step 2 is not).
+    _, priority = mz.value_error_and_priority(value_logits, reward_logits, batch, 10, 2.0)
+    np.testing.assert_allclose(priority, [0.5 + 2.0, 0.0 + 2.0], atol=2e-2)
+
+
 # ---------------------------------------------------------------------------------------------
 # Search on a hand-built deterministic model
 

@@ -356,3 +356,27 @@ def test_reanalyze_config():
         config_from_dict({"agent_type": "muzero", "muzero": {"reanalyze_fraction": 1.5}})
     with pytest.raises(ConfigError, match="reanalyze_batch_size"):
         config_from_dict({"agent_type": "muzero", "muzero": {"reanalyze_batch_size": 0}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Priority from the reward error
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_priority_reward_weight_raises_the_priority_of_mispredicted_rewards(stochastic):
+    base = dataclasses.replace(SMALL, stochastic=stochastic)
+    agent, state = filled_agent(base)
+    batch = agent.replay.sample(256)
+    mispredicted = (batch.reward_target * batch.reward_mask).max(-1) > 0.5  # [B]
+    assert 0 < mispredicted.sum() < 256
+    step = jnp.int32(0)
+    _, _, _, plain = agent._train_step(state.params, state.opt_state, step, batch)
+    weighted_agent, _ = filled_agent(dataclasses.replace(base, priority_reward_weight=3.0))
+    _, _, metrics, weighted = weighted_agent._train_step(state.params, state.opt_state, step,
+                                                         batch)
+    plain, weighted = np.asarray(plain), np.asarray(weighted)
+    # Same params, same batch: the value error is unchanged, the reward error is added.
+    assert float(metrics["value_error"]) == pytest.approx(plain.mean(), rel=1e-5)
+    assert np.all(weighted >= plain - 1e-6)
+    # An untrained model predicts rewards near 0, so starts with a reward of 1 gain ~3.
+    assert np.all(weighted[mispredicted] - plain[mispredicted] > 1.5)

@@ -273,6 +273,21 @@ def unroll_losses(policy_logits: jax.Array, value_logits: jax.Array, reward_logi
         terminal=terminal * batch.reward_mask)
 
 
+def value_error_and_priority(value_logits: jax.Array, reward_logits: jax.Array,
+                             batch: ReplayBatch, support_size: int,
+                             reward_weight: float) -> tuple[jax.Array, jax.Array]:
+    """The root value error [B] and the replay priority [B]: that error plus
+    ``reward_weight`` times the unroll's largest reward error (logits [B, K+1, 2S+1] and
+    [B, K, 2S+1])."""
+    predicted = logits_to_scalar(value_logits[:, 0], support_size)  # [B]
+    error = jnp.abs(batch.value_target[:, 0] - predicted)  # [B]
+    if not reward_weight:
+        return error, error
+    reward = logits_to_scalar(reward_logits, support_size)  # [B, K]
+    reward_error = jnp.max(jnp.abs(batch.reward_target - reward) * batch.reward_mask, -1)
+    return error, error + reward_weight * reward_error
+
+
 def temperature_at(schedule: tuple[tuple[float, float], ...], progress: jax.Array) -> jax.Array:
     """The temperature of the last schedule entry whose fraction is <= ``progress``."""
     fractions = jnp.asarray([f for f, _ in schedule], jnp.float32)
@@ -705,11 +720,11 @@ class MuZeroAgent:
             per_sample = per_sample + cfg.consistency_loss_weight * consistency
             extra["consistency_loss"] = consistency.mean()
         loss = jnp.mean(batch.weight * per_sample)
-        predicted = logits_to_scalar(value_logits[:, 0], cfg.support_size)  # [B]
-        error = jnp.abs(batch.value_target[:, 0] - predicted)  # [B]
+        error, priority = value_error_and_priority(value_logits, reward_logits, batch,
+                                                   cfg.support_size, cfg.priority_reward_weight)
         aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
                "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
-               "value_error": error.mean(), "priority": error, **extra}
+               "value_error": error.mean(), "priority": priority, **extra}
         return loss, aux
 
     def _consistency(self, params: Params, latents: jax.Array, batch: ReplayBatch) -> jax.Array:

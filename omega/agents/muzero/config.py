@@ -46,6 +46,10 @@ class MuZeroConfig:
     prioritized: bool = True
     priority_alpha: float = dataclasses.field(default=0.6, metadata=_range(0.0))
     priority_beta: float = dataclasses.field(default=0.4, metadata=_range(0.0, 1.0))
+    # Adds this times the largest |reward target - predicted reward| of the unroll to the
+    # priority, so that starts whose rewards the model still gets wrong (rare, decisive
+    # steps) are sampled more than the value error alone would.
+    priority_reward_weight: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     success_fraction: float | None = dataclasses.field(default=None, metadata=_range(0.0, 1.0))
     # Learning
     unroll_steps: int = dataclasses.field(default=5, metadata=_range(1))  # K

@@ -346,8 +346,9 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
                       + cfg.afterstate_value_loss_weight * q + cfg.chance_loss_weight * chance
                       + cfg.commitment_loss_weight * commit)
         loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * usage_entropy
-        predicted = logits_to_scalar(value_logits[:, 0], cfg.support_size)
-        error = jnp.abs(batch.value_target[:, 0] - predicted)
+        error, priority = mz.value_error_and_priority(
+            value_logits, reward_logits.swapaxes(0, 1), batch, cfg.support_size,
+            cfg.priority_reward_weight)
         aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
                "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
                "afterstate_value_loss": q.mean(), "chance_loss": chance.mean(),
@@ -356,7 +357,7 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
                "codes_used": jnp.sum(jnp.any(jax.nn.one_hot(
                    jnp.argmax(encoder_logits, -1), cfg.num_chance_outcomes)
                    * has_next[..., None] > 0, axis=(0, 1))).astype(jnp.float32),
-               "value_error": error.mean(), "priority": error}
+               "value_error": error.mean(), "priority": priority}
         return loss, aux
 
     def _fresh_value_targets(self, params: Params, batch: ReplayBatch) -> ReplayBatch:
