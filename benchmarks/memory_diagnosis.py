@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import yaml
 from nle import nethack
 
 import omega.envs as oe
@@ -209,11 +210,19 @@ def main() -> int:
         "label", "junction_reward_shared", "junction_reward_per_action",
         "all_rows_reward_per_action", "muzero_shared", "muzero_per_action"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="muzero config overrides for every variant, e.g. "
+                             "reward_loss_weight=4 priority_reward_weight=2 (YAML values)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     base = config_to_dict(load_config(args.config))
     base["muzero"].update(burn_in_steps=args.burn_in, burn_in_gradient=True, replay_ratio=0.0)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        base["muzero"][key] = yaml.safe_load(value)
     newt, lichen = monster_glyph(MEMORY_MONSTERS[0]), monster_glyph(MEMORY_MONSTERS[1])
     agents = {}
     for head in ("shared", "per_action"):
@@ -257,6 +266,7 @@ def main() -> int:
               flush=True)
     if args.out:
         out = {"config": args.config, "burn_in_steps": args.burn_in,
+               "muzero_overrides": args.set,
                "fill_iterations": args.fill_iterations, "wander": args.wander,
                "junction_rows_held": int(held_mask.sum()),
                "junction_rows_held_positive_share": positive_share, "results": results,

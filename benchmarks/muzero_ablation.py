@@ -15,7 +15,9 @@ steps (default 150k, the MuZero-extensions target) and these overrides:
 - ``replay8``: ``muzero.replay_ratio`` = ``--high-replay-ratio`` (the config has 4): twice the
   train steps per env step, the other lever on sample efficiency;
 - ``replay8_reanalyze``: that and reanalyze (reanalyze matters more the more often a stored
-  target is reused).
+  target is reused);
+- ``reward_priority``: ``muzero.priority_reward_weight`` = ``--priority-reward-weight``
+  (starts whose goal reward the model mispredicts are sampled more).
 
 Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
 as the config says: sampled from the noise-free search policy) through
@@ -40,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 from learning import run_seed  # noqa: E402
 
 BASE = ROOT / "configs" / "muzero" / "room_random_15x15.yaml"
-VARIANTS = ("base", "reanalyze", "consistency", "both", "replay8", "replay8_reanalyze")
+VARIANTS = ("base", "reanalyze", "consistency", "both", "replay8", "replay8_reanalyze",
+            "reward_priority")
 
 
 def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
-                   replay_ratio: float) -> dict:
+                   replay_ratio: float, reward_priority: float = 2.0) -> dict:
     data = yaml.safe_load(BASE.read_text())
     data["train"]["total_env_steps"] = steps
     if name.startswith("replay8"):
@@ -53,6 +56,8 @@ def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
         data["muzero"]["reanalyze_fraction"] = reanalyze
     if name in ("consistency", "both"):
         data["muzero"]["consistency_loss_weight"] = consistency
+    if name == "reward_priority":
+        data["muzero"]["priority_reward_weight"] = reward_priority
     return data
 
 
@@ -64,6 +69,7 @@ def main() -> None:
     p.add_argument("--reanalyze-fraction", type=float, default=0.1)
     p.add_argument("--consistency-weight", type=float, default=2.0)
     p.add_argument("--high-replay-ratio", type=float, default=8.0)
+    p.add_argument("--priority-reward-weight", type=float, default=2.0)
     p.add_argument("--eval-seed", type=int, default=1_000_000)
     p.add_argument("--work", type=Path, default=ROOT / "experiments" / "muzero_ablation")
     p.add_argument("--out", type=Path, default=None)
@@ -72,13 +78,14 @@ def main() -> None:
     rows = []
     for name in args.variants:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
-                              args.high_replay_ratio)
+                              args.high_replay_ratio, args.priority_reward_weight)
         config = args.work / f"rr15_{name}.yaml"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         for seed in args.seeds:
             r = run_seed(config, seed, args.work, None, args.eval_seed)
             overrides = {k: data["muzero"][k] for k in (
-                "reanalyze_fraction", "consistency_loss_weight", "replay_ratio")
+                "reanalyze_fraction", "consistency_loss_weight", "replay_ratio",
+                "priority_reward_weight")
                 if k in data["muzero"] and (k != "replay_ratio" or name.startswith("replay8"))}
             rows.append({"variant": name, "overrides": overrides, **r})
     print(f"\nMiniHack-Room-Random-15x15-v0, {args.steps:,} env steps; eval: 100 episodes from "
