@@ -24,7 +24,8 @@ with the root value stored when acting if ``fresh_bootstrap`` is off), the categ
 and the episode ends (the search discounts by ``gamma * (1 - p_terminal)``); the latent
 gradient is halved at every unroll step and each unrolled step's loss is weighted 1/K, as in
 MuZero. With prioritised replay the losses are importance-weighted and the sampled starts get
-the new priority ``|value target - predicted value|`` after each step.
+the new priority ``|value target - predicted value|`` after each step (plus
+``priority_reward_weight`` times the unroll's largest reward error, when that is set).
 
 Options: with ``consistency_loss_weight`` > 0 a state-consistency loss (EfficientZero) also
 pulls each unrolled latent towards the representation of the real observation it stands for
