@@ -43,7 +43,9 @@ def _add_run(sub) -> None:
                    help="cpu (default), gpu or gpu:N: one device; gpu:all (or cpu:all): "
                         "data-parallel learning over every visible device of that kind")
     p.add_argument("--steps", type=int, default=None,
-                   help="total env steps to train to (default: train.total_env_steps)")
+                   help="total env steps to train to (default: train.total_env_steps); "
+                        "the learning-rate and temperature schedules still follow "
+                        "train.total_env_steps, so past it they stay at their last values")
     p.add_argument("--wandb", action="store_true",
                    help="also log to Weights & Biases (mode from the config's wandb.mode, "
                         "offline by default; never prompts without a terminal)")
