@@ -66,7 +66,7 @@ def test_priority_adds_the_weighted_largest_reward_error():
     def logits(x):
         return jnp.log(scalar_to_two_hot(jnp.asarray(x, jnp.float32), 10))
 
-    # Two starts, K = 2: predicted values 0.5 and 0; rewards (0, 0.2) and (0.0, 0.0).
+    # Two starts, K = 2: predicted root values 0.5 and 0; predicted rewards (0, 0.2) and (0, 0).
     value_logits = logits([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])  # [B, K+1, 2S+1]
     reward_logits = logits([[0.0, 0.2], [0.0, 0.0]])  # [B, K, 2S+1]
     batch = mz.ReplayBatch(
@@ -78,7 +78,8 @@ def test_priority_adds_the_weighted_largest_reward_error():
     error, priority = mz.value_error_and_priority(value_logits, reward_logits, batch, 10, 0.0)
     np.testing.assert_allclose(error, [0.5, 0.0], atol=1e-2)
     np.testing.assert_allclose(priority, error)
-    # The reward errors are 1.0 and 0.2 (row 0) and 1.0 (row 1; its masked step 2 is not).
+    # Largest reward errors: row 0 max(1.0, 0.2) = 1.0; row 1 1.0 (the masked step's 3.0
+    # would give 6.5 if it counted).
     _, priority = mz.value_error_and_priority(value_logits, reward_logits, batch, 10, 2.0)
     np.testing.assert_allclose(priority, [0.5 + 2.0, 0.0 + 2.0], atol=2e-2)
 
