@@ -79,7 +79,7 @@ def test_priority_adds_the_weighted_largest_reward_error():
     np.testing.assert_allclose(error, [0.5, 0.0], atol=1e-2)
     np.testing.assert_allclose(priority, error)
     # Largest reward errors: row 0 max(1.0, 0.2) = 1.0; row 1 1.0 (the masked step's 3.0
-    # would give 6.5 if it counted).
+    # would give a priority of 6 if it counted).
     _, priority = mz.value_error_and_priority(value_logits, reward_logits, batch, 10, 2.0)
     np.testing.assert_allclose(priority, [0.5 + 2.0, 0.0 + 2.0], atol=2e-2)
 
