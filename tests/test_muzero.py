@@ -158,6 +158,38 @@ def test_eval_params_turn_exploration_off(bandit_run):
     assert float(agent.eval_params(state).temperature) == 1.0
 
 
+@pytest.mark.parametrize("reward_scale", [1.0, 0.01])
+def test_gumbel_value_rescaling(reward_scale):
+    # Root 0 of the hand-built model: action 1 is worth 1.8, action 0 0.5 (times reward_scale).
+    def recurrent_fn(params, rng, action, state):
+        out, next_state = hand_recurrent_fn(params, rng, action, state)
+        return mctx.RecurrentFnOutput(reward=out.reward * reward_scale, discount=out.discount,
+                                      prior_logits=out.prior_logits,
+                                      value=out.value), next_state
+
+    root = mctx.RootFnOutput(prior_logits=jnp.zeros((1, 2)), value=jnp.zeros(1),
+                             embedding=jnp.array([0]))
+
+    def policy(**qtransform):
+        out = mz.run_search({}, jax.random.PRNGKey(0), root, recurrent_fn, num_simulations=16,
+                            pb_c_init=1.25, pb_c_base=19652, dirichlet_alpha=0.3,
+                            dirichlet_fraction=0.25, temperature=1.0, greedy=True,
+                            search="gumbel", max_considered_actions=2, **qtransform)
+        return float(out.search_policy[0, 1])
+
+    # Min-max normalised Q (the default): the push towards action 1 does not depend on how
+    # large the value differences are, so a 100x smaller gap pushes as hard.
+    assert policy() > 0.99
+    # Raw Q: the push is proportional to the gap, (50 + max visits) * value_scale * (q1 - q0).
+    raw = policy(gumbel_value_scale=0.1, gumbel_rescale_values=False)
+    if reward_scale == 1.0:
+        assert raw > 0.99
+    else:
+        assert 0.5 < raw < 0.6, raw
+    # A negligible scale leaves the (uniform) prior.
+    assert policy(gumbel_value_scale=1e-6, gumbel_rescale_values=False) == pytest.approx(0.5, abs=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------
 # Config
 

@@ -59,6 +59,7 @@ Shapes: ``N`` envs, ``T`` rollout length, ``A`` actions, ``B`` batch, ``K`` unro
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -175,6 +176,7 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
                pb_c_base: float, dirichlet_alpha: float, dirichlet_fraction: float,
                temperature: jax.Array | float, greedy: bool, search: str = "muzero",
                max_considered_actions: int = 16, gumbel_scale: float = 1.0,
+               gumbel_value_scale: float = 0.1, gumbel_rescale_values: bool = True,
                explore: jax.Array | float = 1.0) -> SearchOutput:
     """One batched search over all envs.
 
@@ -196,7 +198,10 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
         out = mctx.gumbel_muzero_policy(
             params, rng, root, recurrent_fn, num_simulations,
             max_num_considered_actions=max_considered_actions,
-            gumbel_scale=0.0 if greedy else gumbel_scale * explore)
+            gumbel_scale=0.0 if greedy else gumbel_scale * explore,
+            qtransform=functools.partial(mctx.qtransform_completed_by_mix_value,
+                                         value_scale=gumbel_value_scale,
+                                         rescale_values=gumbel_rescale_values))
         action = out.action
         if not greedy:
             # Without Gumbel noise sequential halving is deterministic: sample the policy.
@@ -613,7 +618,9 @@ class MuZeroAgent:
             dirichlet_alpha=cfg.dirichlet_alpha, dirichlet_fraction=cfg.dirichlet_fraction,
             temperature=params.temperature, greedy=greedy, search=cfg.search,
             explore=params.explore,
-            max_considered_actions=cfg.max_considered_actions, gumbel_scale=cfg.gumbel_scale)
+            max_considered_actions=cfg.max_considered_actions, gumbel_scale=cfg.gumbel_scale,
+            gumbel_value_scale=cfg.gumbel_value_scale,
+            gumbel_rescale_values=cfg.gumbel_rescale_values)
         extras = {"search_policy": out.search_policy, "root_value": out.root_value}
         if memory is not None:
             extras["memory"] = memory  # what the replay stores: the memory before obs

@@ -27,6 +27,11 @@ class MuZeroConfig:
     search: Literal["muzero", "gumbel", "regularized"] = "muzero"
     max_considered_actions: int = dataclasses.field(default=16, metadata=_range(1))  # gumbel
     gumbel_scale: float = dataclasses.field(default=1.0, metadata=_range(0.0))  # gumbel
+    # gumbel: the improved policy is softmax(prior logits + (50 + max visits) * value_scale *
+    # Q), with Q min-max normalised over the root's actions when rescale is on (mctx's
+    # defaults). Normalising turns tiny Q differences of an untrained model into a full push.
+    gumbel_value_scale: float = dataclasses.field(default=0.1, metadata=_range(0.0))
+    gumbel_rescale_values: bool = True
     num_simulations: int = dataclasses.field(default=16, metadata=_range(1))
     pb_c_init: float = dataclasses.field(default=1.25, metadata=_range(0.0))
     pb_c_base: float = dataclasses.field(default=19652.0, metadata=_range(1.0))
