@@ -17,7 +17,10 @@ steps (default 150k, the MuZero-extensions target) and these overrides:
 - ``replay8_reanalyze``: that and reanalyze (reanalyze matters more the more often a stored
   target is reused);
 - ``reward_priority``: ``muzero.priority_reward_weight`` = ``--priority-reward-weight``
-  (starts whose goal reward the model mispredicts are sampled more).
+  (starts whose goal reward the model mispredicts are sampled more);
+- ``value_scale``: ``muzero.gumbel_value_scale`` = ``--gumbel-value-scale`` (the config has
+  mctx's 0.1): a gentler push of the Gumbel improved policy towards the best-looking action;
+- ``replay8_value_scale``: that and replay ratio 8.
 
 Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
 as the config says: sampled from the noise-free search policy) through
@@ -43,11 +46,12 @@ from learning import run_seed  # noqa: E402
 
 BASE = ROOT / "configs" / "muzero" / "room_random_15x15.yaml"
 VARIANTS = ("base", "reanalyze", "consistency", "both", "replay8", "replay8_reanalyze",
-            "reward_priority")
+            "reward_priority", "value_scale", "replay8_value_scale")
 
 
 def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
-                   replay_ratio: float, reward_priority: float = 2.0) -> dict:
+                   replay_ratio: float, reward_priority: float = 2.0,
+                   value_scale: float = 0.05) -> dict:
     data = yaml.safe_load(BASE.read_text())
     data["train"]["total_env_steps"] = steps
     if name.startswith("replay8"):
@@ -58,6 +62,8 @@ def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
         data["muzero"]["consistency_loss_weight"] = consistency
     if name == "reward_priority":
         data["muzero"]["priority_reward_weight"] = reward_priority
+    if name in ("value_scale", "replay8_value_scale"):
+        data["muzero"]["gumbel_value_scale"] = value_scale
     return data
 
 
@@ -70,6 +76,7 @@ def main() -> None:
     p.add_argument("--consistency-weight", type=float, default=2.0)
     p.add_argument("--high-replay-ratio", type=float, default=8.0)
     p.add_argument("--priority-reward-weight", type=float, default=2.0)
+    p.add_argument("--gumbel-value-scale", type=float, default=0.05)
     p.add_argument("--eval-seed", type=int, default=1_000_000)
     p.add_argument("--work", type=Path, default=ROOT / "experiments" / "muzero_ablation")
     p.add_argument("--out", type=Path, default=None)
@@ -78,14 +85,15 @@ def main() -> None:
     rows = []
     for name in args.variants:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
-                              args.high_replay_ratio, args.priority_reward_weight)
+                              args.high_replay_ratio, args.priority_reward_weight,
+                              args.gumbel_value_scale)
         config = args.work / f"rr15_{name}.yaml"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         for seed in args.seeds:
             r = run_seed(config, seed, args.work, None, args.eval_seed)
             overrides = {k: data["muzero"][k] for k in (
                 "reanalyze_fraction", "consistency_loss_weight", "replay_ratio",
-                "priority_reward_weight")
+                "priority_reward_weight", "gumbel_value_scale")
                 if k in data["muzero"] and (k != "replay_ratio" or name.startswith("replay8"))}
             rows.append({"variant": name, "overrides": overrides, **r})
     print(f"\nMiniHack-Room-Random-15x15-v0, {args.steps:,} env steps; eval: 100 episodes from "
