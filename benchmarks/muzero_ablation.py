@@ -22,6 +22,10 @@ steps (default 150k, the MuZero-extensions target) and these overrides:
   mctx's 0.1): a gentler push of the Gumbel improved policy towards the best-looking action;
 - ``replay8_value_scale``: that and replay ratio 8.
 
+``--set SECTION.KEY=VALUE`` (repeatable) overrides any config key in every variant of the
+invocation, and ``--tag`` names that change in the variant's label and file names (e.g.
+``--variants replay8_value_scale --set muzero.replay_size=50000 --tag replay50k``).
+
 Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
 as the config says: sampled from the noise-free search policy) through
 ``benchmarks/learning.py``. A finished run in ``--work`` is reused, so several invocations
@@ -67,6 +71,17 @@ def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
     return data
 
 
+def parse_sets(sets: list[str], p: argparse.ArgumentParser) -> dict[tuple[str, str], object]:
+    out = {}
+    for item in sets:
+        path, sep, value = item.partition("=")
+        section, dot, key = path.partition(".")
+        if not sep or not dot or not key:
+            p.error(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. muzero.replay_size=50000")
+        out[(section, key)] = yaml.safe_load(value)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
@@ -77,17 +92,26 @@ def main() -> None:
     p.add_argument("--high-replay-ratio", type=float, default=8.0)
     p.add_argument("--priority-reward-weight", type=float, default=2.0)
     p.add_argument("--gumbel-value-scale", type=float, default=0.05)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key in every variant (repeatable); needs --tag")
+    p.add_argument("--tag", default="", help="label for the --set overrides")
     p.add_argument("--eval-seed", type=int, default=1_000_000)
     p.add_argument("--work", type=Path, default=ROOT / "experiments" / "muzero_ablation")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
+    if args.sets and not args.tag:
+        p.error("--set needs --tag, so that the runs do not reuse the untagged variants' dirs")
+    extra = parse_sets(args.sets, p)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.variants:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
                               args.high_replay_ratio, args.priority_reward_weight,
                               args.gumbel_value_scale)
-        config = args.work / f"rr15_{name}.yaml"
+        for (section, key), value in extra.items():
+            data.setdefault(section, {})[key] = value
+        label = f"{name}+{args.tag}" if args.tag else name
+        config = args.work / (f"rr15_{name}_{args.tag}.yaml" if args.tag else f"rr15_{name}.yaml")
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         for seed in args.seeds:
             r = run_seed(config, seed, args.work, None, args.eval_seed)
@@ -95,15 +119,16 @@ def main() -> None:
                 "reanalyze_fraction", "consistency_loss_weight", "replay_ratio",
                 "priority_reward_weight", "gumbel_value_scale")
                 if k in data["muzero"] and (k != "replay_ratio" or name.startswith("replay8"))}
-            rows.append({"variant": name, "overrides": overrides, **r})
+            overrides.update({f"{s}.{k}": v for (s, k), v in extra.items()})
+            rows.append({"variant": label, "overrides": overrides, **r})
     print(f"\nMiniHack-Room-Random-15x15-v0, {args.steps:,} env steps; eval: 100 episodes from "
           f"seed {args.eval_seed}, sampled, noise-free")
-    print(f"{'variant':<18} {'seed':>4} {'wall s':>7} {'eval success [95% CI]':>24} "
+    print(f"{'variant':<32} {'seed':>4} {'wall s':>7} {'eval success [95% CI]':>24} "
           f"{'steps to train 0.95':>20}")
     for r in rows:
         e = r["eval"]
         lo, hi = e["success_rate_ci95"]
-        print(f"{r['variant']:<18} {r['seed']:>4} {r['train_wall_s']:>7.0f} "
+        print(f"{r['variant']:<32} {r['seed']:>4} {r['train_wall_s']:>7.0f} "
               f"{e['success_rate']:>8.2f} [{lo:.2f}, {hi:.2f}]      "
               f"{str(r['steps_to_train_success_0.95']):>20}")
     if args.out:
