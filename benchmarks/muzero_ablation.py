@@ -22,7 +22,7 @@ steps (default 150k, the MuZero-extensions target) and these overrides:
   mctx's 0.1): a gentler push of the Gumbel improved policy towards the best-looking action;
 - ``replay8_value_scale``: that and replay ratio 8.
 
-``--set SECTION.KEY=VALUE`` (repeatable) overrides any config key in every variant of the
+``--set SECTION.KEY=VALUE`` (repeatable; nested keys too, e.g. ``env.observation.crop_size``) overrides any config key in every variant of the
 invocation, and ``--tag`` names that change in the variant's label and file names (e.g.
 ``--variants replay8_value_scale --set muzero.replay_size=50000 --tag replay50k``).
 
@@ -71,14 +71,14 @@ def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
     return data
 
 
-def parse_sets(sets: list[str], p: argparse.ArgumentParser) -> dict[tuple[str, str], object]:
+def parse_sets(sets: list[str], p: argparse.ArgumentParser) -> dict[tuple[str, ...], object]:
     out = {}
     for item in sets:
         path, sep, value = item.partition("=")
-        section, dot, key = path.partition(".")
-        if not sep or not dot or not key:
+        keys = tuple(path.split("."))
+        if not sep or len(keys) < 2 or not all(keys):
             p.error(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. muzero.replay_size=50000")
-        out[(section, key)] = yaml.safe_load(value)
+        out[keys] = yaml.safe_load(value)
     return out
 
 
@@ -108,8 +108,11 @@ def main() -> None:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
                               args.high_replay_ratio, args.priority_reward_weight,
                               args.gumbel_value_scale)
-        for (section, key), value in extra.items():
-            data.setdefault(section, {})[key] = value
+        for keys, value in extra.items():
+            node = data
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = value
         label = f"{name}+{args.tag}" if args.tag else name
         config = args.work / (f"rr15_{name}_{args.tag}.yaml" if args.tag else f"rr15_{name}.yaml")
         config.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -119,7 +122,7 @@ def main() -> None:
                 "reanalyze_fraction", "consistency_loss_weight", "replay_ratio",
                 "priority_reward_weight", "gumbel_value_scale")
                 if k in data["muzero"] and (k != "replay_ratio" or name.startswith("replay8"))}
-            overrides.update({f"{s}.{k}": v for (s, k), v in extra.items()})
+            overrides.update({".".join(keys): v for keys, v in extra.items()})
             rows.append({"variant": label, "overrides": overrides, **r})
     print(f"\nMiniHack-Room-Random-15x15-v0, {args.steps:,} env steps; eval: 100 episodes from "
           f"seed {args.eval_seed}, sampled, noise-free")
