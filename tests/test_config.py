@@ -12,6 +12,7 @@ from omega.config import (
     ExperimentConfig,
     config_from_dict,
     config_hash,
+    config_to_dict,
     config_to_yaml,
     load_config,
 )
@@ -118,6 +119,21 @@ def test_hash_ignores_budget_but_not_model():
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert yaml.safe_load(path.read_text())["agent_type"] == cfg.agent_type
+
+
+@pytest.mark.parametrize("with_memory, without_memory, allowed", [
+    ("memory_k6.yaml", "memory_k6_no_memory.yaml",
+     {("model", "recurrent"), ("muzero", "burn_in_steps"), ("muzero", "burn_in_gradient")}),
+])
+def test_memory_control_configs_differ_only_in_memory(with_memory, without_memory, allowed):
+    # The memory ablation means something only if the control is the same run without memory.
+    a = config_to_dict(load_config(REPO / "configs" / "muzero" / with_memory))
+    b = config_to_dict(load_config(REPO / "configs" / "muzero" / without_memory))
+    differ = {(section, key) for section in a if isinstance(a[section], dict)
+              for key in a[section] if a[section][key] != b[section][key]}
+    differ |= {(key,) for key in a if not isinstance(a[key], dict) and a[key] != b[key]}
+    assert ("model", "recurrent") in differ
+    assert differ <= allowed, differ - allowed
 
 
 def test_config_error_is_config_error():
