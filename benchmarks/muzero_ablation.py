@@ -22,8 +22,9 @@ steps (default 150k, the MuZero-extensions target) and these overrides:
   mctx's 0.1): a gentler push of the Gumbel improved policy towards the best-looking action;
 - ``replay8_value_scale``: that and replay ratio 8.
 
-``--set SECTION.KEY=VALUE`` (repeatable; nested keys too, e.g. ``env.observation.crop_size``) overrides any config key in every variant of the
-invocation, and ``--tag`` names that change in the variant's label and file names (e.g.
+``--set SECTION.KEY=VALUE`` (repeatable; nested keys too, e.g.
+``env.observation.crop_size=29``) overrides any config key in every variant of the invocation,
+and ``--tag`` names that change in the variant's label and file names (e.g.
 ``--variants replay8_value_scale --set muzero.replay_size=50000 --tag replay50k``).
 
 Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
