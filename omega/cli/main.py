@@ -67,7 +67,7 @@ def _add_eval(sub) -> None:
                        description="Play N episodes with seeds S, S+1, ..., S+N-1 using the "
                                    "newest checkpoint (greedy or sampled actions as eval.greedy "
                                    "says, unless --greedy or --sample is given) and "
-                                   "report mean return, success rate and mean length with 95%% "
+                                   "report mean return, success rate and mean length with 95% "
                                    "confidence intervals.")
     p.add_argument("--dir", required=True, help="experiment dir")
     p.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes)")
