@@ -7,32 +7,16 @@ from pathlib import Path
 
 from omega.cli.main import main
 
+try:
+    from tests.test_cli import make_exp
+except ImportError:  # pragma: no cover
+    from test_cli import make_exp
+
 REPO = Path(__file__).resolve().parents[1]
-
-TINY_RANDOM = """\
-agent_type: random
-seed: 3
-env:
-  id: MiniHack-Room-5x5-v0
-  num_envs: 4
-  num_workers: 2
-train:
-  total_env_steps: 1024
-  checkpoint_every_steps: 512
-  log_every_steps: 512
-"""
-
-
-def make_exp(tmp_path):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(TINY_RANDOM)
-    exp = tmp_path / "exp"
-    assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
-    return exp
 
 
 def test_eval_curve_evaluates_every_kept_checkpoint(tmp_path):
-    exp = make_exp(tmp_path)
+    exp = make_exp(tmp_path, steps=1024, ckpt=512)
     assert main(["run", "--dir", str(exp)]) == 0
     out = tmp_path / "curve.json"
     proc = subprocess.run(
