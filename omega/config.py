@@ -318,7 +318,8 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",
                "burn_in_steps", "refresh_memory", "burn_in_gradient", "reward_head",
-               "priority_reward_weight", "gumbel_value_scale", "gumbel_rescale_values"),
+               "priority_reward_weight", "gumbel_value_scale", "gumbel_rescale_values",
+               "policy_entropy_weight"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

@@ -359,6 +359,48 @@ def test_reanalyze_config():
 
 
 # ---------------------------------------------------------------------------------------------
+# The prior's entropy bonus
+
+
+def test_policy_entropy_on_known_logits():
+    logits = jnp.stack([jnp.zeros((3, 4)),  # uniform over 4: log 4 everywhere
+                        jnp.array([[0.0, 0.0, -1e9, -1e9]] * 3)])  # two actions: log 2
+    mask = jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    step_weight = jnp.array([1.0, 0.5, 0.5])
+    np.testing.assert_allclose(mz.policy_entropy(logits, mask, step_weight),
+                               [2 * np.log(4), 1.5 * np.log(2)], rtol=1e-6)
+
+
+def test_policy_entropy_bonus_enters_the_loss_and_flattens_the_prior():
+    assert MuZeroConfig().policy_entropy_weight == 0.0
+    agent, state = filled_agent(SMALL)
+    batch = agent.replay.sample(SMALL.batch_size)._replace(index=())
+    # The stored targets are sharp: the prior sharpens towards them without the bonus.
+    sharp = np.zeros_like(batch.policy_target)
+    sharp[..., 0] = 1.0
+    batch = batch._replace(policy_target=sharp, weight=np.ones_like(batch.weight))
+    loss0, aux0 = jax.jit(agent._loss)(state.params, batch)
+    assert 0 < float(aux0["policy_entropy"]) <= 2 * np.log(A) + 1e-5
+    w = 0.7
+    bonus = make_muzero_agent(dataclasses.replace(SMALL, policy_entropy_weight=w),
+                              agent.encoder_cfg, A, agent.total_env_steps)
+    loss1, aux1 = jax.jit(bonus._loss)(state.params, batch)
+    np.testing.assert_allclose(aux1["policy_entropy"], aux0["policy_entropy"], rtol=1e-6)
+    np.testing.assert_allclose(loss1, loss0 - w * aux0["policy_entropy"], rtol=1e-5)
+
+    def trained_entropy(trainer):
+        params, opt_state = state.params, state.opt_state
+        for i in range(30):
+            params, opt_state, metrics, _ = trainer._train_step(params, opt_state,
+                                                                jnp.int32(i), batch)
+        return float(metrics["policy_entropy"])
+
+    assert trained_entropy(bonus) > trained_entropy(agent) + 0.1
+    with pytest.raises(ConfigError, match="policy_entropy_weight"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"policy_entropy_weight": -0.1}})
+
+
+# ---------------------------------------------------------------------------------------------
 # Priority from the reward error
 
 

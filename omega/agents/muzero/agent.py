@@ -254,6 +254,15 @@ def consistency_loss(online: jax.Array, target: jax.Array, mask: jax.Array) -> j
     return -jnp.sum(cos * mask, axis=-1) / mask.shape[-1]
 
 
+def policy_entropy(policy_logits: jax.Array, mask: jax.Array,
+                   step_weight: jax.Array) -> jax.Array:
+    """The prior's entropy at the root and the unrolled steps, masked [B, K+1] and weighted
+    like the policy loss: logits [B, K+1, A] -> [B]."""
+    log_p = jax.nn.log_softmax(policy_logits)
+    entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)  # [B, K+1]
+    return (entropy * mask) @ step_weight
+
+
 def _unit(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
@@ -312,8 +321,8 @@ class MuZeroAgent:
     # The train-step metrics, logged as NaN while the replay warms up so that metrics.csv has
     # the same columns from its first row on.
     loss_columns: tuple[str, ...] = ("loss", "policy_loss", "value_loss", "reward_loss",
-                                     "terminal_loss", "value_error", "grad_norm",
-                                     "learning_rate")
+                                     "terminal_loss", "policy_entropy", "value_error",
+                                     "grad_norm", "learning_rate")
 
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
@@ -720,8 +729,10 @@ class MuZeroAgent:
         value = losses.value @ step_weight  # [B]
         reward = losses.reward.sum(-1) / k  # [B]
         terminal = losses.terminal.sum(-1) / k  # [B]
+        entropy = policy_entropy(policy_logits, batch.policy_mask, step_weight)  # [B]
         per_sample = (cfg.policy_loss_weight * policy + cfg.value_loss_weight * value
-                      + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal)
+                      + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal
+                      - cfg.policy_entropy_weight * entropy)
         extra = {}
         if cfg.consistency_loss_weight > 0:
             consistency = self._consistency(params, latents.swapaxes(0, 1), batch)  # [B]
@@ -732,7 +743,8 @@ class MuZeroAgent:
                                                    cfg.support_size, cfg.priority_reward_weight)
         aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
                "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
-               "value_error": error.mean(), "priority": priority, **extra}
+               "policy_entropy": entropy.mean(), "value_error": error.mean(),
+               "priority": priority, **extra}
         return loss, aux
 
     def _consistency(self, params: Params, latents: jax.Array, batch: ReplayBatch) -> jax.Array:

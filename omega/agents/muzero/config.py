@@ -86,6 +86,11 @@ class MuZeroConfig:
     adam_eps: float = dataclasses.field(default=1e-8, metadata=_range(0.0))
     max_grad_norm: float = dataclasses.field(default=5.0, metadata=_range(0.0))
     policy_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
+    # A bonus for the prior's entropy (root and unrolled steps, weighted like the policy
+    # loss). The Gumbel improved policy is always sharper than the prior it starts from, so
+    # training on fresh targets (reanalyze) compounds the push towards a deterministic
+    # policy; the bonus bounds that (the fixed point is a softmax of push / weight). 0 = off.
+    policy_entropy_weight: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
     reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))

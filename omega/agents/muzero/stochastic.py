@@ -341,17 +341,20 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
         q = q_loss.sum(-1) / k
         chance = chance_loss.sum(-1) / k
         commit = commitment.sum(-1) / k
+        entropy = mz.policy_entropy(policy_logits, batch.policy_mask, step_weight)
         per_sample = (cfg.policy_loss_weight * policy + cfg.value_loss_weight * value
                       + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal
                       + cfg.afterstate_value_loss_weight * q + cfg.chance_loss_weight * chance
-                      + cfg.commitment_loss_weight * commit)
+                      + cfg.commitment_loss_weight * commit
+                      - cfg.policy_entropy_weight * entropy)
         loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * usage_entropy
         error, priority = mz.value_error_and_priority(
             value_logits, reward_logits.swapaxes(0, 1), batch, cfg.support_size,
             cfg.priority_reward_weight)
         aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
                "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
-               "afterstate_value_loss": q.mean(), "chance_loss": chance.mean(),
+               "policy_entropy": entropy.mean(), "afterstate_value_loss": q.mean(),
+               "chance_loss": chance.mean(),
                "commitment_loss": commit.mean(), "code_usage_entropy": usage_entropy,
                # How many codes the encoder uses in this batch: 1 means a deterministic model.
                "codes_used": jnp.sum(jnp.any(jax.nn.one_hot(
