@@ -5,8 +5,9 @@ Usage (from the repository root):
     python benchmarks/muzero_ablation.py --seeds 0 1 2 \\
         --out benchmarks/results/muzero_ablation_room_random_15x15.json
 
-Every variant is ``configs/muzero/room_random_15x15.yaml`` with a budget of ``--steps`` env
-steps (default 150k, the MuZero-extensions target) and these overrides:
+Every variant is ``--config`` (default ``configs/muzero/room_random_15x15.yaml``; e.g.
+``--config configs/muzero/river_narrow.yaml --steps 300000`` for River-Narrow) with a budget
+of ``--steps`` env steps (default 150k, the MuZero-extensions target) and these overrides:
 
 - ``base``: none;
 - ``reanalyze``: ``muzero.reanalyze_fraction`` = ``--reanalyze-fraction``;
@@ -56,8 +57,8 @@ VARIANTS = ("base", "reanalyze", "consistency", "both", "replay8", "replay8_rean
 
 def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
                    replay_ratio: float, reward_priority: float = 2.0,
-                   value_scale: float = 0.05) -> dict:
-    data = yaml.safe_load(BASE.read_text())
+                   value_scale: float = 0.05, base: Path = BASE) -> dict:
+    data = yaml.safe_load(base.read_text())
     data["train"]["total_env_steps"] = steps
     if name.startswith("replay8"):
         data["muzero"]["replay_ratio"] = replay_ratio
@@ -70,6 +71,14 @@ def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
     if name in ("value_scale", "replay8_value_scale"):
         data["muzero"]["gumbel_value_scale"] = value_scale
     return data
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root where it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def parse_sets(sets: list[str], p: argparse.ArgumentParser) -> dict[tuple[str, ...], object]:
@@ -85,6 +94,8 @@ def parse_sets(sets: list[str], p: argparse.ArgumentParser) -> dict[tuple[str, .
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=BASE,
+                   help="the MuZero config every variant starts from (default: %(default)s)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=150_000)
@@ -103,19 +114,24 @@ def main() -> None:
     if args.sets and not args.tag:
         p.error("--set needs --tag, so that the runs do not reuse the untagged variants' dirs")
     extra = parse_sets(args.sets, p)
+    if not args.config.is_file():
+        p.error(f"--config {args.config}: no such file")
+    # The default config keeps its historical prefix, so earlier run dirs are reused.
+    prefix = "rr15" if args.config.resolve() == BASE else args.config.stem
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.variants:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
                               args.high_replay_ratio, args.priority_reward_weight,
-                              args.gumbel_value_scale)
+                              args.gumbel_value_scale, args.config)
         for keys, value in extra.items():
             node = data
             for key in keys[:-1]:
                 node = node.setdefault(key, {})
             node[keys[-1]] = value
         label = f"{name}+{args.tag}" if args.tag else name
-        config = args.work / (f"rr15_{name}_{args.tag}.yaml" if args.tag else f"rr15_{name}.yaml")
+        config = args.work / (f"{prefix}_{name}_{args.tag}.yaml" if args.tag
+                              else f"{prefix}_{name}.yaml")
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         for seed in args.seeds:
             r = run_seed(config, seed, args.work, None, args.eval_seed)
@@ -125,7 +141,8 @@ def main() -> None:
                 if k in data["muzero"] and (k != "replay_ratio" or name.startswith("replay8"))}
             overrides.update({".".join(keys): v for keys, v in extra.items()})
             rows.append({"variant": label, "overrides": overrides, **r})
-    print(f"\nMiniHack-Room-Random-15x15-v0, {args.steps:,} env steps; eval: 100 episodes from "
+    env_id = yaml.safe_load(args.config.read_text())["env"]["id"]
+    print(f"\n{env_id}, {args.steps:,} env steps; eval: 100 episodes from "
           f"seed {args.eval_seed}, sampled, noise-free")
     print(f"{'variant':<32} {'seed':>4} {'wall s':>7} {'eval success [95% CI]':>24} "
           f"{'steps to train 0.95':>20}")
@@ -137,7 +154,7 @@ def main() -> None:
               f"{str(r['steps_to_train_success_0.95']):>20}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"base_config": str(BASE.relative_to(ROOT)),
+        args.out.write_text(json.dumps({"base_config": _shown(args.config),
                                         "steps": args.steps, "rows": rows}, indent=2) + "\n")
         print(f"wrote {args.out}")
 
