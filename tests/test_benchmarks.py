@@ -41,3 +41,34 @@ def test_eval_curve_refuses_a_dir_without_checkpoints(tmp_path):
          str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2
     assert "has no checkpoints/" in proc.stderr and "train it first" in proc.stderr
+
+
+def test_fixed_policies_scores_like_eval_and_refuses_unknown_actions(tmp_path):
+    out = tmp_path / "fixed.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "fixed_policies.py"),
+           "--env", "MiniHack-Room-5x5-v0", "--episodes", "3", "--seed", "5"]
+    proc = subprocess.run(cmd + ["--policy", "random", "--policy", "E:3,SE", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert [r["policy"] for r in data["policies"]] == ["random", "E:3,SE"]
+    for row in data["policies"]:
+        assert 0.0 <= row["success_rate"] <= 1.0
+        lo, hi = row["success_rate_ci95"]
+        assert lo <= row["success_rate"] <= hi
+        assert row["mean_length"] >= 1
+    # Unknown action names fail before any episode is played, naming the valid ones.
+    proc = subprocess.run(cmd + ["--policy", "random", "--policy", "UP"],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode != 0
+    assert "unknown action 'UP'" in proc.stderr and "NE" in proc.stderr
+    assert "random" not in proc.stdout
+
+
+def test_fixed_policy_distribution():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from fixed_policies import action_probs
+
+    actions = ["N", "E", "S", "W"]
+    assert list(action_probs("E:3,S", actions)) == [0.0, 0.75, 0.25, 0.0]
+    assert list(action_probs("random", actions)) == [0.25] * 4
