@@ -72,3 +72,51 @@ def test_fixed_policy_distribution():
     actions = ["N", "E", "S", "W"]
     assert list(action_probs("E:3,S", actions)) == [0.0, 0.75, 0.25, 0.0]
     assert list(action_probs("random", actions)) == [0.25] * 4
+
+
+def test_model_probe_reads_a_muzero_run_and_refuses_other_agents(tmp_path):
+    import yaml
+
+    cfg = {
+        "agent_type": "muzero", "seed": 0,
+        "env": {"id": "MiniHack-Room-5x5-v0", "num_envs": 4, "num_workers": 1},
+        "train": {"total_env_steps": 512, "log_every_steps": 256,
+                  "checkpoint_every_steps": 1024},
+        "record": {"every_n_episodes": 0},
+        "model": {"kind": "plain", "map": "crop", "embed_dim": 8, "cnn_channels": [],
+                  "mlp_hidden": 32, "output_dim": 32},
+        "muzero": {"search": "gumbel", "latent_dim": 16, "dynamics_hidden": 32,
+                   "prediction_hidden": 32, "num_simulations": 4, "warmup_steps": 128,
+                   "batch_size": 16, "replay_ratio": 1.0, "unroll_steps": 3},
+    }
+    path = tmp_path / "mz.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "mz"
+    assert main(["make", "--config", str(path), "--output-dir", str(exp)]) == 0
+    assert main(["run", "--dir", str(exp)]) == 0
+    out = tmp_path / "probe.json"
+    script = str(REPO / "benchmarks" / "model_probe.py")
+    proc = subprocess.run([sys.executable, script, "--dir", str(exp), "--seed", "3",
+                           "--actions", "E,E,S,S,SE", "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    steps = data["steps"]
+    assert 1 <= len(steps) <= 5 and [s["action"] for s in steps] == ["E", "E", "S", "S", "SE"][
+        :len(steps)]
+    for s in steps:
+        assert set(s["model_q"]) == set(data["actions"]) and len(s["prior"]) == 8
+        assert abs(sum(s["prior"]) - 1.0) < 1e-3
+    # The real one-step target is the reward plus the discounted value of the next state,
+    # the state whose v(s) the next row reports.
+    for s, nxt in zip(steps[:-1], steps[1:], strict=True):
+        assert abs(s["real_target"] - (s["reward"] + data["gamma"] * nxt["value"])) < 1e-4
+
+    bad = subprocess.run([sys.executable, script, "--dir", str(exp), "--actions", "E,UP"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert bad.returncode == 2 and "unknown action(s) UP" in bad.stderr
+    random_exp = make_exp(tmp_path)
+    assert main(["run", "--dir", str(random_exp)]) == 0
+    other = subprocess.run([sys.executable, script, "--dir", str(random_exp), "--actions", "E"],
+                           capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert other.returncode == 2 and "not a plain MuZero experiment" in other.stderr
