@@ -9,10 +9,12 @@ file ``DIR/nle.<pid>.<episode>.ttyrec3.bz2`` is complete once the env is closed 
 Frame alignment (ttyrec v2/v3, i.e. NLE recordings): the recorder writes the screen
 output, then the keypress sent in response to it. ``Episode`` frame ``t`` is the screen
 the keypress ``actions[t]`` (an ASCII code, e.g. ``ord('k')``) was sent to. The first
-frames are the game's own start-up screens that the env dismissed inside ``reset()``
-(for MiniHack, typically one "Hello Agent, welcome to NetHack! ...--More--" frame
-answered with a space), so the observation returned by ``reset()`` is frame ``k0``
-(usually 1) and the observation after the ``j``-th ``step()`` is frame ``k0 + j + 1``.
+``k0`` frames are the game's own start-up screens that the env dismissed inside ``reset()``,
+so the observation returned by ``reset()`` is frame ``k0`` and the observation after the
+``j``-th ``step()`` is frame ``k0 + j``. For MiniHack ``k0`` depends on the date: on most
+days it is 0 (the reset observation is the "Hello Agent, welcome to NetHack!" screen
+itself); at full and new moon and on Friday the 13th NetHack adds a greeting behind a
+``--More--`` that the env answers, and ``k0`` is 1.
 The converter only emits a frame when a keypress follows it; the final screen (after the
 last step) has none, so this module appends one with ``actions[-1] == 0`` ("no key").
 
