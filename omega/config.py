@@ -319,7 +319,8 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",
                "burn_in_steps", "refresh_memory", "burn_in_gradient", "reward_head",
                "priority_reward_weight", "gumbel_value_scale", "gumbel_rescale_values",
-               "policy_entropy_weight"),
+               "policy_entropy_weight", "policy_gradient_weight",
+               "policy_gradient_normalize"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

@@ -422,3 +422,85 @@ def test_priority_reward_weight_raises_the_priority_of_mispredicted_rewards(stoc
     assert np.all(weighted >= plain - 1e-6)
     # An untrained model predicts rewards near 0, so starts with a reward of 1 gain ~3.
     assert np.all(weighted[mispredicted] - plain[mispredicted] > 1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Muesli's policy-gradient term
+
+
+def _pg_batch(action, mu_taken, value_target, reward_mask, a=4):
+    """A minimal ReplayBatch for policy_gradient_loss: B starts, K = 1."""
+    b = len(action)
+    policy_target = np.full((b, 2, a), 0.0, np.float32)
+    for i, (act, mu) in enumerate(zip(action, mu_taken, strict=True)):
+        policy_target[i, 0] = (1.0 - mu) / (a - 1)
+        policy_target[i, 0, act] = mu
+    zeros = np.zeros((b, 1), np.float32)
+    return mz.ReplayBatch(
+        obs={}, action=np.asarray(action, np.int32)[:, None], reward_target=zeros,
+        reward_mask=np.asarray(reward_mask, np.float32)[:, None], terminal_target=zeros,
+        value_target=np.stack([value_target, value_target], -1).astype(np.float32),
+        value_mask=np.ones((b, 2), np.float32), policy_target=policy_target,
+        policy_mask=np.ones((b, 2), np.float32), weight=np.ones(b, np.float32),
+        value_partial=np.zeros((b, 2), np.float32), bootstrap_discount=np.zeros((b, 2), np.float32),
+        bootstrap_obs={}, index=())
+
+
+def test_policy_gradient_loss_on_known_inputs():
+    support = 5
+    logits = jnp.log(jnp.array([[0.1, 0.2, 0.3, 0.4]] * 4))  # pi = 0.1, 0.2, 0.3, 0.4
+    value_logits = jnp.zeros((4, 2 * support + 1))  # uniform over a symmetric support: v = 0
+    batch = _pg_batch(action=[3, 0, 2, 1], mu_taken=[0.2, 0.5, 0.3, 0.2],
+                      value_target=np.array([0.5, 0.5, -0.25, 0.8]), reward_mask=[1, 1, 1, 0])
+    loss, advantage = mz.policy_gradient_loss(logits, value_logits, batch, support,
+                                              normalize=False)
+    # rho = min(1, pi / mu): 0.4 / 0.2 -> 1 (truncated), 0.1 / 0.5 = 0.2, 0.3 / 0.3 = 1; the
+    # last start has no stored successor (reward_mask 0): no advantage, no loss.
+    np.testing.assert_allclose(advantage, [0.5, 0.5, -0.25, 0.0], atol=1e-4)
+    expected = [-1.0 * 0.5 * np.log(0.4), -0.2 * 0.5 * np.log(0.1),
+                -1.0 * -0.25 * np.log(0.3), 0.0]
+    np.testing.assert_allclose(loss, expected, rtol=1e-3)
+
+    # The gradient raises the taken action's logit where the return beat the value and
+    # lowers it where it fell short; the advantage and rho pass no gradient.
+    def total(lg):
+        return mz.policy_gradient_loss(lg, value_logits, batch, support, normalize=False)[0].sum()
+
+    grad = np.asarray(jax.grad(total)(logits))
+    assert grad[0, 3] < 0 and grad[1, 0] < 0  # descent raises these logits
+    assert grad[2, 2] > 0  # and lowers this one
+    np.testing.assert_allclose(grad[3], 0.0)
+    pi = np.array([0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(grad[0], -0.5 * (np.eye(4)[3] - pi), rtol=1e-3, atol=1e-6)
+    value_grad = jax.grad(lambda v: mz.policy_gradient_loss(logits, v, batch, support)[0].sum())
+    np.testing.assert_allclose(value_grad(value_logits), 0.0)
+
+    # Normalised: the same loss divided by the advantages' std over the unmasked starts.
+    normalized, raw = mz.policy_gradient_loss(logits, value_logits, batch, support)
+    np.testing.assert_allclose(raw, advantage)
+    std = np.std([0.5, 0.5, -0.25])
+    np.testing.assert_allclose(normalized, np.asarray(expected) / std, rtol=1e-3, atol=1e-6)
+    # Scaling every return and value (here: the targets; the value is 0) leaves it unchanged.
+    scaled = batch._replace(value_target=batch.value_target * 4.0)
+    np.testing.assert_allclose(mz.policy_gradient_loss(logits, value_logits, scaled, support)[0],
+                               normalized, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_policy_gradient_weight_enters_the_loss(stochastic):
+    assert MuZeroConfig().policy_gradient_weight == 0.0
+    base = dataclasses.replace(SMALL, stochastic=stochastic)
+    agent, state = filled_agent(base)
+    batch = agent.replay.sample(SMALL.batch_size)._replace(index=())
+    batch = batch._replace(weight=np.ones_like(batch.weight))
+    loss0, aux0 = jax.jit(agent._loss)(state.params, batch)
+    assert "policy_gradient_loss" not in aux0
+    w = 2.0
+    weighted = make_muzero_agent(dataclasses.replace(base, policy_gradient_weight=w),
+                                 agent.encoder_cfg, A, agent.total_env_steps)
+    loss1, aux1 = jax.jit(weighted._loss)(state.params, batch)
+    assert float(aux1["advantage"]) > 0
+    np.testing.assert_allclose(loss1, loss0 + w * aux1["policy_gradient_loss"], rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ConfigError, match="policy_gradient_weight"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"policy_gradient_weight": -1.0}})

@@ -263,6 +263,39 @@ def policy_entropy(policy_logits: jax.Array, mask: jax.Array,
     return (entropy * mask) @ step_weight
 
 
+def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
+                         batch: ReplayBatch, support_size: int, normalize: bool = True
+                         ) -> tuple[jax.Array, jax.Array]:
+    """Muesli's policy-gradient term (Hessel et al. 2021) at the sequence starts: ``-rho A
+    log pi(a|s)`` with the advantage ``A`` = the n-step return target of the start minus the
+    network's value of it, and ``rho = min(1, pi(a|s) / mu(a|s))`` the truncated importance
+    weight of the taken action against the stored search policy ``mu`` it was sampled from;
+    ``A`` and ``rho`` carry no gradient. With ``normalize`` the loss uses ``A`` divided by
+    its standard deviation over the batch (as PPO does), so the term's strength does not
+    depend on the reward scale. Logits [B, A] and [B, 2S+1] -> (loss [B], A [B] before
+    normalising).
+
+    It raises the prior of an action whose real return beat the value, whatever the model
+    predicts for it: the search only improves the policy where the model already sees what
+    an action does, and a rare decisive step (the model says it is like its many look-alikes)
+    stays invisible to it until the prior takes it often enough to teach the model.
+    """
+    action = batch.action[:, 0]  # [B]
+    mask = batch.reward_mask[:, 0]  # [B], 0 where the start is the newest stored step
+    log_pi = jnp.take_along_axis(jax.nn.log_softmax(root_logits), action[:, None], -1)[:, 0]
+    mu = jnp.take_along_axis(batch.policy_target[:, 0], action[:, None], -1)[:, 0]
+    rho = jnp.minimum(1.0, jnp.exp(log_pi) / jnp.maximum(mu, 1e-6))
+    value = logits_to_scalar(root_value_logits, support_size)  # [B]
+    advantage = jax.lax.stop_gradient(batch.value_target[:, 0] - value) * mask
+    scaled = advantage
+    if normalize:
+        count = jnp.maximum(mask.sum(), 1.0)
+        mean = advantage.sum() / count
+        std = jnp.sqrt(jnp.sum(mask * jnp.square(advantage - mean)) / count)
+        scaled = advantage / jnp.maximum(std, 1e-3)
+    return -jax.lax.stop_gradient(rho) * scaled * log_pi, advantage
+
+
 def _unit(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
@@ -474,6 +507,9 @@ class MuZeroAgent:
             self._last_metrics = dict.fromkeys(self.loss_columns, float("nan"))
             if cfg.consistency_loss_weight > 0:
                 self._last_metrics["consistency_loss"] = float("nan")
+            if cfg.policy_gradient_weight > 0:
+                self._last_metrics.update(policy_gradient_loss=float("nan"),
+                                          advantage=float("nan"))
         new_state = MuZeroState(
             params=params, opt_state=opt_state, train_steps=train_steps,
             env_steps=state.env_steps + t * n,
@@ -734,6 +770,11 @@ class MuZeroAgent:
                       + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal
                       - cfg.policy_entropy_weight * entropy)
         extra = {}
+        if cfg.policy_gradient_weight > 0:
+            pg, advantage = policy_gradient_loss(logits0, value_logits0, batch,
+                                                 cfg.support_size, cfg.policy_gradient_normalize)
+            per_sample = per_sample + cfg.policy_gradient_weight * pg
+            extra.update(policy_gradient_loss=pg.mean(), advantage=jnp.abs(advantage).mean())
         if cfg.consistency_loss_weight > 0:
             consistency = self._consistency(params, latents.swapaxes(0, 1), batch)  # [B]
             per_sample = per_sample + cfg.consistency_loss_weight * consistency

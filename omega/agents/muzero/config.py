@@ -91,6 +91,15 @@ class MuZeroConfig:
     # training on fresh targets (reanalyze) compounds the push towards a deterministic
     # policy; the bonus bounds that (the fixed point is a softmax of push / weight). 0 = off.
     policy_entropy_weight: float = dataclasses.field(default=0.0, metadata=_range(0.0))
+    # Muesli's policy-gradient term (Hessel et al. 2021): -rho * A * log prior(a) at each
+    # sequence start, A = the n-step return target minus the value (divided by its batch
+    # standard deviation, as PPO does), rho the truncated importance weight against the
+    # stored search policy. It lets real returns raise the prior of a decisive action the
+    # model does not yet tell apart from its look-alikes; logged as policy_gradient_loss and
+    # advantage (mean |A| before normalising). 0 = off.
+    policy_gradient_weight: float = dataclasses.field(default=0.0, metadata=_range(0.0))
+    # Divide the policy-gradient advantages by their batch standard deviation (off: raw A).
+    policy_gradient_normalize: bool = True
     value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
     reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))

@@ -347,6 +347,13 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
                       + cfg.afterstate_value_loss_weight * q + cfg.chance_loss_weight * chance
                       + cfg.commitment_loss_weight * commit
                       - cfg.policy_entropy_weight * entropy)
+        extra = {}
+        if cfg.policy_gradient_weight > 0:
+            pg, advantage = mz.policy_gradient_loss(logits0, value_logits0, batch,
+                                                    cfg.support_size,
+                                                    cfg.policy_gradient_normalize)
+            per_sample = per_sample + cfg.policy_gradient_weight * pg
+            extra.update(policy_gradient_loss=pg.mean(), advantage=jnp.abs(advantage).mean())
         loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * usage_entropy
         error, priority = mz.value_error_and_priority(
             value_logits, reward_logits.swapaxes(0, 1), batch, cfg.support_size,
@@ -360,7 +367,7 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
                "codes_used": jnp.sum(jnp.any(jax.nn.one_hot(
                    jnp.argmax(encoder_logits, -1), cfg.num_chance_outcomes)
                    * has_next[..., None] > 0, axis=(0, 1))).astype(jnp.float32),
-               "value_error": error.mean(), "priority": priority}
+               "value_error": error.mean(), "priority": priority, **extra}
         return loss, aux
 
     def _fresh_value_targets(self, params: Params, batch: ReplayBatch) -> ReplayBatch:
