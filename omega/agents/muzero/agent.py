@@ -29,7 +29,9 @@ the new priority ``|value target - predicted value|`` after each step (plus
 
 Options: with ``consistency_loss_weight`` > 0 a state-consistency loss (EfficientZero) also
 pulls each unrolled latent towards the representation of the real observation it stands for
-(:func:`consistency_loss`). With ``reanalyze_fraction`` > 0, that fraction of each batch's
+(:func:`consistency_loss`). With ``policy_gradient_weight`` > 0 the prior also follows the
+real returns of the actions taken (Muesli's policy-gradient term,
+:func:`policy_gradient_loss`), not only the search's improved policy. With ``reanalyze_fraction`` > 0, that fraction of each batch's
 sequences first gets fresh search policies and root values from a noise-free search with the
 current params, written back to the replay (reanalyze, Schrittwieser et al. 2021). On the Ray
 backend, reanalyze can instead run in separate Ray actors (``distributed.num_reanalyze_workers``)
