@@ -32,7 +32,8 @@ Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds f
 as the config says: sampled from the noise-free search policy) through
 ``benchmarks/learning.py``. A finished run in ``--work`` is reused, so several invocations
 with different ``--variants`` can share the cores and a last one collects the table. Prints
-the table (eval success, env steps to a training success of 0.95, wall time) and writes JSON.
+the table (eval success, env steps to a training success of 0.95, wall time) and writes JSON
+(each row's ``overrides``: the dotted keys whose values it changed against ``--config``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def config_diff(base: dict, data: dict, prefix: str = "") -> dict[str, object]:
+    """The dotted keys whose values differ between two nested configs (what a variant set),
+    without the budget, which every row of an invocation shares."""
+    out: dict[str, object] = {}
+    for key in sorted(set(base) | set(data), key=str):
+        name = f"{prefix}{key}"
+        a, b = base.get(key), data.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_diff(a, b, name + "."))
+        elif a != b and name != "train.total_env_steps":
+            out[name] = b
+    return out
+
+
 def parse_sets(sets: list[str], p: argparse.ArgumentParser) -> dict[tuple[str, ...], object]:
     out = {}
     for item in sets:
@@ -120,6 +135,7 @@ def main() -> None:
     prefix = "rr15" if args.config.resolve() == BASE else args.config.stem
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
+    base = yaml.safe_load(args.config.read_text())
     for name in args.variants:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
                               args.high_replay_ratio, args.priority_reward_weight,
@@ -135,11 +151,7 @@ def main() -> None:
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         for seed in args.seeds:
             r = run_seed(config, seed, args.work, None, args.eval_seed)
-            overrides = {k: data["muzero"][k] for k in (
-                "reanalyze_fraction", "consistency_loss_weight", "replay_ratio",
-                "priority_reward_weight", "gumbel_value_scale")
-                if k in data["muzero"] and (k != "replay_ratio" or name.startswith("replay8"))}
-            overrides.update({".".join(keys): v for keys, v in extra.items()})
+            overrides = config_diff(base, data)
             rows.append({"variant": label, "overrides": overrides, **r})
     env_id = yaml.safe_load(args.config.read_text())["env"]["id"]
     print(f"\n{env_id}, {args.steps:,} env steps; eval: 100 episodes from "

@@ -165,3 +165,19 @@ def test_river_transitions_sorts_every_step_and_refuses_other_envs(tmp_path):
     other = subprocess.run([sys.executable, script, "--dir", str(room)],
                            capture_output=True, text=True, cwd=REPO, timeout=600)
     assert other.returncode == 2 and "River tasks only" in other.stderr
+
+
+def test_muzero_ablation_records_what_each_variant_changed():
+    import yaml
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from muzero_ablation import config_diff, variant_config
+
+    base_path = REPO / "configs/muzero/river_narrow.yaml"
+    base = yaml.safe_load(base_path.read_text())
+    data = variant_config("replay8", 1000, 0.1, 2.0, 16.0, base=base_path)
+    data["env"]["observation"]["crop_size"] = 15
+    # The budget is shared by every row; keys the config already had are no override.
+    assert config_diff(base, data) == {"muzero.replay_ratio": 16.0,
+                                       "env.observation.crop_size": 15}
+    assert config_diff(base, base) == {}
