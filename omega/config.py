@@ -62,6 +62,9 @@ class EnvConfig:
 class TrainConfig:
     total_env_steps: int = dataclasses.field(default=50_000, metadata=_range(1))
     checkpoint_every_steps: int = dataclasses.field(default=10_000, metadata=_range(1))
+    # Older checkpoints are deleted; keep more to evaluate a run at several budgets
+    # (benchmarks/eval_curve.py).
+    keep_checkpoints: int = dataclasses.field(default=3, metadata=_range(1))
     log_every_steps: int = dataclasses.field(default=2_048, metadata=_range(1))
     # Learn from rollout k on a thread while acting rollout k + 1: one update of policy lag.
     async_learning: bool = False

@@ -47,6 +47,22 @@ def read_metrics(exp):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.parametrize("keep", [None, 5])
+def test_run_keeps_the_newest_checkpoints(tmp_path, keep):
+    cfg = tmp_path / "cfg.yaml"
+    text = SMALL_RANDOM.format(steps=3072, ckpt=512)
+    if keep is not None:
+        text = text.replace("  log_every_steps: 512\n",
+                            f"  log_every_steps: 512\n  keep_checkpoints: {keep}\n")
+    cfg.write_text(text)
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
+    assert main(["run", "--dir", str(exp)]) == 0
+    steps = [int(p.stem.split("_")[-1]) for p in list_checkpoints(exp / "checkpoints")]
+    # six checkpoints are written (every 512 env steps up to 3,072); the newest ones stay
+    assert steps == [512 * i for i in range(7 - (keep or 3), 7)]
+
+
 def test_round_trip(tmp_path, capsys):
     exp = make_exp(tmp_path)
     assert (exp / "config.yaml").is_file()

@@ -191,7 +191,8 @@ class RunRecorder:
 
     def checkpoint(self, state: Any, loop: LoopState, rng: jax.Array) -> None:
         save_checkpoint(self.run.exp_dir / CHECKPOINT_DIR, state,
-                        loop._replace(rng=np.asarray(rng)), self.run.config_hash)
+                        loop._replace(rng=np.asarray(rng)), self.run.config_hash,
+                        keep=self.run.cfg.train.keep_checkpoints)
         self.last_ckpt_steps = loop.env_steps
 
     def close(self, state: Any, loop: LoopState, rng: jax.Array) -> None:
