@@ -27,6 +27,8 @@ of ``--steps`` env steps (default 150k, the MuZero-extensions target) and these 
 ``env.observation.crop_size=29``) overrides any config key in every variant of the invocation,
 and ``--tag`` names that change in the variant's label and file names (e.g.
 ``--variants replay8_value_scale --set muzero.replay_size=50000 --tag replay50k``).
+``--variants base`` touches only the budget, so with ``--set`` it runs any config, PPO too
+(docs/benchmarks.md compares PPO and MuZero on Room-5x5 that way).
 
 Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
 as the config says: sampled from the noise-free search policy) through

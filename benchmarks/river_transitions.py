@@ -21,8 +21,10 @@ sorts every transition by what it did, read off the game's message and the map:
 For each kind it reports how often it happened, the model's one-step Q of the action taken,
 ``r̂ + γ (1 − p_end) v̂(s')``, against the real one-step target ``r + γ v(s_next)`` (``r``
 alone at an episode end), their mean absolute difference, and the prior and search policy
-of the action taken; per episode, whether it succeeded and whether a boulder filled the
-river. Where the model's Q of a kind is far below the real target, the search cannot see
+of the action taken; per episode, whether it succeeded, whether a boulder filled the
+river, where the agent started, the easternmost column it reached and the river's westernmost
+column (a failed episode that never came near the river is a search or navigation failure
+far from it, not a model error at the crossing). Where the model's Q of a kind is far below the real target, the search cannot see
 that move. Plain (not stochastic, not recurrent) MuZero only.
 """
 
@@ -118,6 +120,8 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
             water: set[tuple[int, int]] = set()
+            start = _position(env)
+            east = start[0]
             counts = dict.fromkeys(KINDS, 0)
             done, success, length, first = False, False, 0, np.ones(1, bool)
             while not done:
@@ -139,10 +143,14 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
                 message = bytes(obs["message"]).rstrip(b"\0").decode(errors="replace")
                 kind = kind_of(message, _position(env), before, water, success)
                 counts[kind] += 1
+                if not done:
+                    east = max(east, _position(env)[0])
                 rows[kind].append((float(q[a]), target, float(prior[a]),
                                    float(np.asarray(out.extras["search_policy"])[0, a])))
             per_episode.append({"seed": seed + ep, "success": success, "length": length,
-                                "filled": counts["fill"] > 0, "counts": counts})
+                                "filled": counts["fill"] > 0, "counts": counts, "start": list(start),
+                                "east_x": east,
+                                "river_x": min((x for x, _ in water), default=None)})
     finally:
         env.close()
     kinds = {}

@@ -161,6 +161,10 @@ def test_river_transitions_sorts_every_step_and_refuses_other_envs(tmp_path):
     assert sum(episode["counts"].values()) == episode["length"]
     assert {k: d["count"] for k, d in data["kinds"].items()} == episode["counts"]
     assert episode["counts"]["goal"] == int(episode["success"])
+    x0, y0 = episode["start"]
+    assert 0 <= x0 <= episode["east_x"] < 79 and 0 <= y0 < 21
+    if episode["success"]:  # the goal is across the river
+        assert episode["river_x"] is not None and episode["east_x"] > episode["river_x"]
     room = tiny_muzero_exp(tmp_path)
     other = subprocess.run([sys.executable, script, "--dir", str(room)],
                            capture_output=True, text=True, cwd=REPO, timeout=600)
