@@ -10,9 +10,10 @@ Usage (from the repository root):
 Training success in ``metrics.csv`` is measured with exploration on and over whatever
 episodes ended in a log interval; this evaluates each checkpoint the way the final result is
 evaluated (``omega eval``: the config's eval mode, ``--episodes`` episodes from ``--seed``), so
-two agents can be compared at equal env steps. A run keeps its newest ``train.keep_checkpoints`` (default 3) checkpoints
-(``train.checkpoint_every_steps`` apart). Prints one row per checkpoint and, per group and
-checkpoint rank, the mean and the minimum over its runs; writes JSON.
+two agents can be compared at equal env steps. A run keeps its newest
+``train.keep_checkpoints`` checkpoints (default 3, ``train.checkpoint_every_steps`` apart).
+Prints one row per checkpoint and, per group and checkpoint rank, the mean and the minimum
+over its runs; writes JSON.
 """
 
 from __future__ import annotations

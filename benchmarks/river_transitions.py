@@ -23,9 +23,9 @@ For each kind it reports how often it happened, the model's one-step Q of the ac
 alone at an episode end), their mean absolute difference, and the prior and search policy
 of the action taken; per episode, whether it succeeded, whether a boulder filled the
 river, where the agent started, the easternmost column it reached and the river's westernmost
-column (a failed episode that never came near the river is a search or navigation failure
-far from it, not a model error at the crossing). Where the model's Q of a kind is far below the real target, the search cannot see
-that move. Plain (not stochastic, not recurrent) MuZero only.
+column (a failed episode that never came near the river failed far from it, not at the
+crossing). Where the model's Q of a kind is far below the real target, the search cannot
+see that move. Plain (not stochastic, not recurrent) MuZero only.
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
                 rows[kind].append((float(q[a]), target, float(prior[a]),
                                    float(np.asarray(out.extras["search_policy"])[0, a])))
             per_episode.append({"seed": seed + ep, "success": success, "length": length,
-                                "filled": counts["fill"] > 0, "counts": counts, "start": list(start),
-                                "east_x": east,
+                                "filled": counts["fill"] > 0, "counts": counts,
+                                "start": list(start), "east_x": east,
                                 "river_x": min((x for x, _ in water), default=None)})
     finally:
         env.close()
