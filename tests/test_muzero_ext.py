@@ -486,6 +486,88 @@ def test_policy_gradient_loss_on_known_inputs():
                                normalized, rtol=1e-3, atol=1e-6)
 
 
+def test_policy_gradient_loss_over_positions_averages_the_live_ones():
+    support = 5
+    pi = np.array([0.1, 0.2, 0.3, 0.4])
+    b, p = 3, 2
+    logits = jnp.log(jnp.broadcast_to(jnp.asarray(pi), (b, p, 4)))
+    value_logits = jnp.zeros((b, p, 2 * support + 1))  # v = 0 everywhere
+    action = np.array([[3, 0], [2, 2], [1, 3]], np.int32)  # [B, P]
+    value_target = np.array([[0.5, -0.5], [1.0, 0.25], [0.4, 0.9]], np.float32)
+    policy_target = np.full((b, p + 1, 4), 0.25, np.float32)  # mu = 0.25 for every action
+    zeros = np.zeros((b, p), np.float32)
+    batch = mz.ReplayBatch(
+        obs={}, action=action, reward_target=zeros, reward_mask=np.ones((b, p), np.float32),
+        terminal_target=zeros,
+        value_target=np.concatenate([value_target, np.zeros((b, 1), np.float32)], 1),
+        value_mask=np.ones((b, p + 1), np.float32), policy_target=policy_target,
+        policy_mask=np.ones((b, p + 1), np.float32), weight=np.ones(b, np.float32),
+        value_partial=np.zeros((b, p + 1), np.float32),
+        bootstrap_discount=np.zeros((b, p + 1), np.float32), bootstrap_obs={}, index=())
+    # The third sequence's second observation is not its start's successor (an episode end).
+    position_mask = jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    loss, advantage = mz.policy_gradient_loss(logits, value_logits, batch, support,
+                                              normalize=False, position_mask=position_mask)
+    np.testing.assert_allclose(advantage, [[0.5, -0.5], [1.0, 0.25], [0.4, 0.0]], atol=1e-4)
+    rho = np.minimum(1.0, pi / 0.25)
+    term = -rho[action] * np.asarray(advantage) * np.log(pi[action])  # [B, P]
+    np.testing.assert_allclose(loss, term.sum(1) / p, rtol=1e-3)
+    # The first position alone is the start-only term, whatever follows it.
+    start_only, _ = mz.policy_gradient_loss(logits[:, 0], value_logits[:, 0], batch, support,
+                                            normalize=False)
+    np.testing.assert_allclose(start_only, term[:, 0], rtol=1e-3)
+    # Normalised over the five live positions, not the masked one.
+    normalized, _ = mz.policy_gradient_loss(logits, value_logits, batch, support,
+                                            position_mask=position_mask)
+    live = np.asarray(advantage)[np.asarray(position_mask) > 0]
+    np.testing.assert_allclose(normalized, term.sum(1) / p / live.std(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_policy_gradient_steps_use_the_real_next_observations(stochastic):
+    base = dataclasses.replace(SMALL, stochastic=stochastic, policy_gradient_weight=1.0)
+    agent, state = filled_agent(base)
+    assert MuZeroConfig().policy_gradient_steps == 1
+    steps = 3
+    multi = make_muzero_agent(dataclasses.replace(base, policy_gradient_steps=steps),
+                              agent.encoder_cfg, A, agent.total_env_steps)
+    assert multi.replay.with_next_obs
+    multi.replay = agent.replay
+    agent.replay.with_next_obs = True
+    batch = agent.replay.sample(SMALL.batch_size)._replace(index=())
+    batch = batch._replace(weight=np.ones_like(batch.weight))
+    net = agent.network
+    method = type(net).initial_inference
+    _, logits0, value_logits0 = net.apply(state.params, batch.obs, method=method)
+    # Position j's predictions are the network's on the j-th real successor.
+    logits, value_logits = multi._real_predictions(state.params, batch, steps - 1)
+    assert logits.shape == (SMALL.batch_size, steps - 1, A)
+    for j in range(steps - 1):
+        obs_j = {k: v[:, j] for k, v in batch.next_obs.items()}
+        _, lj, vj = net.apply(state.params, obs_j, method=method)
+        np.testing.assert_allclose(logits[:, j], lj, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(value_logits[:, j], vj, rtol=1e-5, atol=1e-5)
+    pg, advantage = multi._policy_gradient(state.params, batch, logits0, value_logits0)
+    assert advantage.shape == (SMALL.batch_size, steps)
+    # Positions past an episode end (or past the newest stored step) are masked out.
+    dead = np.asarray(batch.next_obs_mask[:, :steps - 1]) == 0
+    assert dead.any()
+    np.testing.assert_allclose(np.asarray(advantage)[:, 1:][dead], 0.0)
+    single, _ = agent._policy_gradient(state.params, batch, logits0, value_logits0)
+    assert not np.allclose(pg, single)
+    # Only the policy-gradient term differs between the two losses (which use the value
+    # targets bootstrapped afresh, so their terms differ from the ones above).
+    loss_single, aux_single = jax.jit(agent._loss)(state.params, batch)
+    loss_multi, aux = jax.jit(multi._loss)(state.params, batch)
+    np.testing.assert_allclose(aux["value_loss"], aux_single["value_loss"], rtol=1e-6)
+    np.testing.assert_allclose(loss_multi - loss_single,
+                               aux["policy_gradient_loss"] - aux_single["policy_gradient_loss"],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="policy_gradient_steps"):
+        config_from_dict({"agent_type": "muzero",
+                          "muzero": {"unroll_steps": 3, "policy_gradient_steps": 4}})
+
+
 @pytest.mark.parametrize("stochastic", [False, True])
 def test_policy_gradient_weight_enters_the_loss(stochastic):
     assert MuZeroConfig().policy_gradient_weight == 0.0

@@ -266,36 +266,50 @@ def policy_entropy(policy_logits: jax.Array, mask: jax.Array,
 
 
 def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
-                         batch: ReplayBatch, support_size: int, normalize: bool = True
+                         batch: ReplayBatch, support_size: int, normalize: bool = True,
+                         position_mask: jax.Array | None = None
                          ) -> tuple[jax.Array, jax.Array]:
-    """Muesli's policy-gradient term (Hessel et al. 2021) at the sequence starts: ``-rho A
-    log pi(a|s)`` with the advantage ``A`` = the n-step return target of the start minus the
-    network's value of it, and ``rho = min(1, pi(a|s) / mu(a|s))`` the truncated importance
-    weight of the taken action against the stored search policy ``mu`` it was sampled from;
-    ``A`` and ``rho`` carry no gradient. With ``normalize`` the loss uses ``A`` divided by
-    its standard deviation over the batch (as PPO does), so the term's strength does not
-    depend on the reward scale. Logits [B, A] and [B, 2S+1] -> (loss [B], A [B] before
-    normalising).
+    """Muesli's policy-gradient term (Hessel et al. 2021): ``-rho A log pi(a|s)`` with the
+    advantage ``A`` = the n-step return target minus the network's value, and ``rho =
+    min(1, pi(a|s) / mu(a|s))`` the truncated importance weight of the taken action against
+    the stored search policy ``mu`` it was sampled from; ``A`` and ``rho`` carry no gradient.
+    With ``normalize`` the loss uses ``A`` divided by its standard deviation over the batch
+    (as PPO does), so the term's strength does not depend on the reward scale.
+
+    The logits are the network's predictions from the real observations at the first ``P``
+    positions of each sequence: [B, A] and [B, 2S+1] (``P`` = 1, the start), or [B, P, A] and
+    [B, P, 2S+1]; ``position_mask`` [B, P] drops positions whose observation is not the real
+    one (past an episode end). Returns (loss [B]: the sum over the live positions over
+    ``P``; ``A`` before normalising, 0 where masked: [B] for [B, A] logits, else [B, P]).
 
     It raises the prior of an action whose real return beat the value, whatever the model
     predicts for it: the search only improves the policy where the model already sees what
     an action does, and a rare decisive step (the model says it is like its many look-alikes)
     stays invisible to it until the prior takes it often enough to teach the model.
     """
-    action = batch.action[:, 0]  # [B]
-    mask = batch.reward_mask[:, 0]  # [B], 0 where the start is the newest stored step
-    log_pi = jnp.take_along_axis(jax.nn.log_softmax(root_logits), action[:, None], -1)[:, 0]
-    mu = jnp.take_along_axis(batch.policy_target[:, 0], action[:, None], -1)[:, 0]
+    start_only = root_logits.ndim == 2
+    if start_only:
+        root_logits, root_value_logits = root_logits[:, None], root_value_logits[:, None]
+    p = root_logits.shape[1]
+    action = batch.action[:, :p]  # [B, P]
+    # 0 where the action at a position was not taken (the newest stored step, past an end).
+    mask = batch.reward_mask[:, :p] * batch.policy_mask[:, :p]
+    if position_mask is not None:
+        mask = mask * position_mask
+    log_pi = jnp.take_along_axis(jax.nn.log_softmax(root_logits), action[..., None],
+                                 -1)[..., 0]  # [B, P]
+    mu = jnp.take_along_axis(batch.policy_target[:, :p], action[..., None], -1)[..., 0]
     rho = jnp.minimum(1.0, jnp.exp(log_pi) / jnp.maximum(mu, 1e-6))
-    value = logits_to_scalar(root_value_logits, support_size)  # [B]
-    advantage = jax.lax.stop_gradient(batch.value_target[:, 0] - value) * mask
+    value = logits_to_scalar(root_value_logits, support_size)  # [B, P]
+    advantage = jax.lax.stop_gradient(batch.value_target[:, :p] - value) * mask
     scaled = advantage
     if normalize:
         count = jnp.maximum(mask.sum(), 1.0)
         mean = advantage.sum() / count
         std = jnp.sqrt(jnp.sum(mask * jnp.square(advantage - mean)) / count)
         scaled = advantage / jnp.maximum(std, 1e-3)
-    return -jax.lax.stop_gradient(rho) * scaled * log_pi, advantage
+    per_position = -jax.lax.stop_gradient(rho) * scaled * log_pi  # [B, P], 0 where masked
+    return per_position.sum(-1) / p, advantage[:, 0] if start_only else advantage
 
 
 def _unit(x: jax.Array) -> jax.Array:
@@ -408,7 +422,8 @@ class MuZeroAgent:
             max_size=cfg.replay_size, num_unroll_steps=cfg.unroll_steps, td_steps=cfg.td_steps,
             gamma=cfg.gamma, max_age=cfg.replay_max_age, prioritized=cfg.prioritized,
             priority_alpha=cfg.priority_alpha, priority_beta=cfg.priority_beta,
-            success_fraction=cfg.success_fraction, next_obs=cfg.consistency_loss_weight > 0,
+            success_fraction=cfg.success_fraction, next_obs=(cfg.consistency_loss_weight > 0
+                                                   or cfg.policy_gradient_steps > 1),
             burn_in=cfg.burn_in_steps)
 
     def use_data_parallel(self, data_parallel: DataParallel) -> None:
@@ -773,8 +788,7 @@ class MuZeroAgent:
                       - cfg.policy_entropy_weight * entropy)
         extra = {}
         if cfg.policy_gradient_weight > 0:
-            pg, advantage = policy_gradient_loss(logits0, value_logits0, batch,
-                                                 cfg.support_size, cfg.policy_gradient_normalize)
+            pg, advantage = self._policy_gradient(params, batch, logits0, value_logits0)
             per_sample = per_sample + cfg.policy_gradient_weight * pg
             extra.update(policy_gradient_loss=pg.mean(), advantage=jnp.abs(advantage).mean())
         if cfg.consistency_loss_weight > 0:
@@ -789,6 +803,39 @@ class MuZeroAgent:
                "policy_entropy": entropy.mean(), "value_error": error.mean(),
                "priority": priority, **extra}
         return loss, aux
+
+    def _real_predictions(self, params: Params, batch: ReplayBatch, steps: int
+                          ) -> tuple[jax.Array, jax.Array]:
+        """Policy and value logits [B, steps, A], [B, steps, 2S+1] of the network on the real
+        observations after the first ``steps`` unrolled steps (``batch.next_obs``)."""
+        b = batch.action.shape[0]
+        obs = _flatten2(jax.tree_util.tree_map(lambda x: x[:, :steps], batch.next_obs))
+        first, memory = None, None
+        if batch.memory is not None:
+            first = _flatten2(batch.memory.next_first[:, :steps])
+            memory = _flatten2(jax.tree_util.tree_map(lambda x: x[:, :steps],
+                                                      batch.memory.next_memory))
+        _, logits, value_logits = self.network.apply(params, obs, first, memory,
+                                                     method=MuZeroNetwork.initial_inference)
+        return logits.reshape(b, steps, -1), value_logits.reshape(b, steps, -1)
+
+    def _policy_gradient(self, params: Params, batch: ReplayBatch, logits0: jax.Array,
+                         value_logits0: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """:func:`policy_gradient_loss` at the first ``policy_gradient_steps`` positions: the
+        start's predictions (``logits0`` [B, A], ``value_logits0``) and the network's on the
+        next real observations. -> (loss [B], advantage [B, P])."""
+        cfg = self.cfg
+        more = cfg.policy_gradient_steps - 1
+        if not more:
+            return policy_gradient_loss(logits0, value_logits0, batch, cfg.support_size,
+                                        cfg.policy_gradient_normalize)
+        logits, value_logits = self._real_predictions(params, batch, more)
+        logits = jnp.concatenate([logits0[:, None], logits], 1)  # [B, P, A]
+        value_logits = jnp.concatenate([value_logits0[:, None], value_logits], 1)
+        position_mask = jnp.concatenate([jnp.ones_like(batch.next_obs_mask[:, :1]),
+                                         batch.next_obs_mask[:, :more]], 1)  # [B, P]
+        return policy_gradient_loss(logits, value_logits, batch, cfg.support_size,
+                                    cfg.policy_gradient_normalize, position_mask)
 
     def _consistency(self, params: Params, latents: jax.Array, batch: ReplayBatch) -> jax.Array:
         """The state-consistency loss [B] of the unrolled latents [B, K, D] against the

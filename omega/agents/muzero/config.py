@@ -100,6 +100,11 @@ class MuZeroConfig:
     policy_gradient_weight: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     # Divide the policy-gradient advantages by their batch standard deviation (off: raw A).
     policy_gradient_normalize: bool = True
+    # How many positions of each sampled sequence the policy-gradient term uses: 1 = the
+    # start only; P > 1 adds the real observations of the next P - 1 steps (each encoded
+    # afresh, so the prior that acts learns from them), P times the real-return signal per
+    # batch at the cost of encoding them. At most unroll_steps; the term averages over them.
+    policy_gradient_steps: int = dataclasses.field(default=1, metadata=_range(1))
     value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
     reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
@@ -132,6 +137,10 @@ class MuZeroConfig:
         if self.search not in ("muzero", "gumbel", "regularized"):
             raise ValueError("search must be 'muzero', 'gumbel' or 'regularized', got "
                              f"{self.search!r}")
+        if self.policy_gradient_steps > self.unroll_steps:
+            raise ValueError(f"policy_gradient_steps ({self.policy_gradient_steps}) must be at "
+                             f"most unroll_steps ({self.unroll_steps}): the sequences hold "
+                             "that many taken actions")
         if self.stochastic and self.consistency_loss_weight > 0:
             raise ValueError("consistency_loss_weight > 0 is not available with stochastic: true "
                              "(the chance model has no projection heads); set it to 0")

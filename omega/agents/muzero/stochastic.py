@@ -277,6 +277,15 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
             params.net, obs, method=StochasticMuZeroNetwork.initial_inference)
         return logits_to_scalar(value_logits, self.cfg.support_size)
 
+    def _real_predictions(self, params: Params, batch: ReplayBatch, steps: int
+                          ) -> tuple[jax.Array, jax.Array]:
+        b = batch.action.shape[0]
+        obs = {key: v[:, :steps].reshape((b * steps,) + v.shape[2:])
+               for key, v in batch.next_obs.items()}
+        _, logits, value_logits = self.network.apply(
+            params, obs, method=StochasticMuZeroNetwork.initial_inference)
+        return logits.reshape(b, steps, -1), value_logits.reshape(b, steps, -1)
+
     def _loss(self, params: Params, batch: ReplayBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg
         k = cfg.unroll_steps
@@ -349,9 +358,7 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
                       - cfg.policy_entropy_weight * entropy)
         extra = {}
         if cfg.policy_gradient_weight > 0:
-            pg, advantage = mz.policy_gradient_loss(logits0, value_logits0, batch,
-                                                    cfg.support_size,
-                                                    cfg.policy_gradient_normalize)
+            pg, advantage = self._policy_gradient(params, batch, logits0, value_logits0)
             per_sample = per_sample + cfg.policy_gradient_weight * pg
             extra.update(policy_gradient_loss=pg.mean(), advantage=jnp.abs(advantage).mean())
         loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * usage_entropy
