@@ -547,13 +547,18 @@ def test_policy_gradient_steps_use_the_real_next_observations(stochastic):
         _, lj, vj = net.apply(state.params, obs_j, method=method)
         np.testing.assert_allclose(logits[:, j], lj, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(value_logits[:, j], vj, rtol=1e-5, atol=1e-5)
-    pg, advantage = multi._policy_gradient(state.params, batch, logits0, value_logits0)
-    assert advantage.shape == (SMALL.batch_size, steps)
+    pg, advantage, live = multi._policy_gradient(state.params, batch, logits0, value_logits0)
+    assert advantage.shape == live.shape == (SMALL.batch_size, steps)
     # Positions past an episode end (or past the newest stored step) are masked out.
     dead = np.asarray(batch.next_obs_mask[:, :steps - 1]) == 0
     assert dead.any()
     np.testing.assert_allclose(np.asarray(advantage)[:, 1:][dead], 0.0)
-    single, _ = agent._policy_gradient(state.params, batch, logits0, value_logits0)
+    np.testing.assert_allclose(np.asarray(live)[:, 1:][dead], 0.0)
+    # The logged mean |A| is over the live positions only, not diluted by the masked zeros.
+    _, metrics = multi._policy_gradient_term(state.params, batch, logits0, value_logits0)
+    live_abs = np.abs(np.asarray(advantage))[np.asarray(live) > 0]
+    np.testing.assert_allclose(metrics["advantage"], live_abs.mean(), rtol=1e-5)
+    single, _, _ = agent._policy_gradient(state.params, batch, logits0, value_logits0)
     assert not np.allclose(pg, single)
     # Only the policy-gradient term differs between the two losses (which use the value
     # targets bootstrapped afresh, so their terms differ from the ones above).

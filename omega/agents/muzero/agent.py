@@ -265,6 +265,14 @@ def policy_entropy(policy_logits: jax.Array, mask: jax.Array,
     return (entropy * mask) @ step_weight
 
 
+def policy_gradient_mask(batch: ReplayBatch, positions: int,
+                         position_mask: jax.Array | None = None) -> jax.Array:
+    """[B, P] 1 where the policy-gradient term sees a taken action on the real observation:
+    0 at the newest stored step and past an episode end (and where ``position_mask`` is 0)."""
+    mask = batch.reward_mask[:, :positions] * batch.policy_mask[:, :positions]
+    return mask if position_mask is None else mask * position_mask
+
+
 def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
                          batch: ReplayBatch, support_size: int, normalize: bool = True,
                          position_mask: jax.Array | None = None
@@ -292,10 +300,7 @@ def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
         root_logits, root_value_logits = root_logits[:, None], root_value_logits[:, None]
     p = root_logits.shape[1]
     action = batch.action[:, :p]  # [B, P]
-    # 0 where the action at a position was not taken (the newest stored step, past an end).
-    mask = batch.reward_mask[:, :p] * batch.policy_mask[:, :p]
-    if position_mask is not None:
-        mask = mask * position_mask
+    mask = policy_gradient_mask(batch, p, position_mask)
     log_pi = jnp.take_along_axis(jax.nn.log_softmax(root_logits), action[..., None],
                                  -1)[..., 0]  # [B, P]
     mu = jnp.take_along_axis(batch.policy_target[:, :p], action[..., None], -1)[..., 0]
@@ -788,9 +793,9 @@ class MuZeroAgent:
                       - cfg.policy_entropy_weight * entropy)
         extra = {}
         if cfg.policy_gradient_weight > 0:
-            pg, advantage = self._policy_gradient(params, batch, logits0, value_logits0)
+            pg, metrics = self._policy_gradient_term(params, batch, logits0, value_logits0)
             per_sample = per_sample + cfg.policy_gradient_weight * pg
-            extra.update(policy_gradient_loss=pg.mean(), advantage=jnp.abs(advantage).mean())
+            extra.update(metrics)
         if cfg.consistency_loss_weight > 0:
             consistency = self._consistency(params, latents.swapaxes(0, 1), batch)  # [B]
             per_sample = per_sample + cfg.consistency_loss_weight * consistency
@@ -819,23 +824,36 @@ class MuZeroAgent:
                                                      method=MuZeroNetwork.initial_inference)
         return logits.reshape(b, steps, -1), value_logits.reshape(b, steps, -1)
 
+    def _policy_gradient_term(self, params: Params, batch: ReplayBatch, logits0: jax.Array,
+                              value_logits0: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The policy-gradient loss [B] and its logged metrics: the batch mean and the mean
+        |A| over the positions the term used (masked positions hold 0, which is not data)."""
+        pg, advantage, live = self._policy_gradient(params, batch, logits0, value_logits0)
+        return pg, {"policy_gradient_loss": pg.mean(),
+                    "advantage": jnp.abs(advantage).sum() / jnp.maximum(live.sum(), 1.0)}
+
     def _policy_gradient(self, params: Params, batch: ReplayBatch, logits0: jax.Array,
-                         value_logits0: jax.Array) -> tuple[jax.Array, jax.Array]:
+                         value_logits0: jax.Array
+                         ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """:func:`policy_gradient_loss` at the first ``policy_gradient_steps`` positions: the
         start's predictions (``logits0`` [B, A], ``value_logits0``) and the network's on the
-        next real observations. -> (loss [B], advantage [B, P])."""
+        next real observations. -> (loss [B], advantage [B, P], live positions [B, P])."""
         cfg = self.cfg
         more = cfg.policy_gradient_steps - 1
         if not more:
-            return policy_gradient_loss(logits0, value_logits0, batch, cfg.support_size,
-                                        cfg.policy_gradient_normalize)
+            loss, advantage = policy_gradient_loss(logits0, value_logits0, batch,
+                                                   cfg.support_size,
+                                                   cfg.policy_gradient_normalize)
+            return loss, advantage[:, None], policy_gradient_mask(batch, 1)
         logits, value_logits = self._real_predictions(params, batch, more)
         logits = jnp.concatenate([logits0[:, None], logits], 1)  # [B, P, A]
         value_logits = jnp.concatenate([value_logits0[:, None], value_logits], 1)
         position_mask = jnp.concatenate([jnp.ones_like(batch.next_obs_mask[:, :1]),
                                          batch.next_obs_mask[:, :more]], 1)  # [B, P]
-        return policy_gradient_loss(logits, value_logits, batch, cfg.support_size,
-                                    cfg.policy_gradient_normalize, position_mask)
+        loss, advantage = policy_gradient_loss(logits, value_logits, batch, cfg.support_size,
+                                               cfg.policy_gradient_normalize, position_mask)
+        return loss, advantage, policy_gradient_mask(batch, cfg.policy_gradient_steps,
+                                                     position_mask)
 
     def _consistency(self, params: Params, latents: jax.Array, batch: ReplayBatch) -> jax.Array:
         """The state-consistency loss [B] of the unrolled latents [B, K, D] against the

@@ -358,9 +358,9 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
                       - cfg.policy_entropy_weight * entropy)
         extra = {}
         if cfg.policy_gradient_weight > 0:
-            pg, advantage = self._policy_gradient(params, batch, logits0, value_logits0)
+            pg, metrics = self._policy_gradient_term(params, batch, logits0, value_logits0)
             per_sample = per_sample + cfg.policy_gradient_weight * pg
-            extra.update(policy_gradient_loss=pg.mean(), advantage=jnp.abs(advantage).mean())
+            extra.update(metrics)
         loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * usage_entropy
         error, priority = mz.value_error_and_priority(
             value_logits, reward_logits.swapaxes(0, 1), batch, cfg.support_size,
