@@ -323,7 +323,7 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "burn_in_steps", "refresh_memory", "burn_in_gradient", "reward_head",
                "priority_reward_weight", "gumbel_value_scale", "gumbel_rescale_values",
                "policy_entropy_weight", "policy_gradient_weight",
-               "policy_gradient_normalize", "policy_gradient_steps"),
+               "policy_gradient_normalize", "policy_gradient_steps", "eval_params_ema"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

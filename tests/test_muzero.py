@@ -436,6 +436,7 @@ def test_cli_make_run_eval(tmp_path, capsys):
                          .read_text())
     cfg["record"]["every_n_episodes"] = 0
     cfg["train"]["log_every_steps"] = 512
+    cfg["muzero"]["eval_params_ema"] = 0.99  # eval acts with the params' moving average
     path = tmp_path / "room_5x5.yaml"
     path.write_text(yaml.safe_dump(cfg))
     exp = tmp_path / "exp"
@@ -452,3 +453,7 @@ def test_cli_make_run_eval(tmp_path, capsys):
                  "--json", str(out_json)]) == 0
     data = json.loads(out_json.read_text())
     assert data["episodes"] == 4 and data["env_steps"] == 2048
+    assert data["params"] == "average"
+    assert main(["eval", "--dir", str(exp), "--episodes", "4", "--seed", "5", "--current-params",
+                 "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["params"] == "current"

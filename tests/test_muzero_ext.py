@@ -591,3 +591,61 @@ def test_policy_gradient_weight_enters_the_loss(stochastic):
                                atol=1e-6)
     with pytest.raises(ConfigError, match="policy_gradient_weight"):
         config_from_dict({"agent_type": "muzero", "muzero": {"policy_gradient_weight": -1.0}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Moving average of the params for evaluation
+
+
+def test_params_ema_on_known_updates():
+    params = {"w": jnp.array([1.0, 2.0])}
+    transform = mz.params_ema(0.5)
+    state = transform.init(params)
+    np.testing.assert_allclose(state.ema["w"], [1.0, 2.0])  # starts at the initial params
+    updates = {"w": jnp.array([2.0, -2.0])}
+    out, state = transform.update(updates, state, params)
+    np.testing.assert_allclose(out["w"], updates["w"])  # passes the updates through
+    np.testing.assert_allclose(state.ema["w"], [2.0, 1.0])  # 0.5 * [1, 2] + 0.5 * [3, 0]
+    out, state = transform.update(updates, state, {"w": jnp.array([3.0, 0.0])})
+    np.testing.assert_allclose(state.ema["w"], [3.5, -0.5])  # 0.5 * [2, 1] + 0.5 * [5, -2]
+
+
+def test_eval_params_ema_averages_what_evaluation_acts_with(tmp_path):
+    from omega.training.checkpoint import LoopState, load_checkpoint, save_checkpoint
+
+    assert MuZeroConfig().eval_params_ema == 0.0
+    plain, plain_state = filled_agent(SMALL)
+    assert plain.eval_params(plain_state).net is plain_state.params  # off: the current params
+    decay = 0.9
+    agent, state = filled_agent(dataclasses.replace(SMALL, eval_params_ema=decay,
+                                                    replay_ratio=4.0, warmup_steps=0))
+    before = state.params
+    traj = walk_trajectory(np.random.default_rng(1), np.random.default_rng(2))
+    state, _ = agent.learn(state, traj, jax.random.PRNGKey(0))
+    steps = int(state.train_steps)
+    assert steps >= 2
+    # Every step moved the params; the average lags behind them, between start and end.
+    ema, now = agent.eval_params(state).net, state.params
+    assert agent.params(state).net is now  # acting in training keeps the current params
+    assert agent.eval_params(state, average=False).net is now
+    gaps = jax.tree_util.tree_map(lambda e, p, b: (float(jnp.abs(e - p).max()),
+                                                   float(jnp.abs(e - b).max())),
+                                  ema, now, before)
+    assert all(g[0] > 0 and g[1] > 0 for g in jax.tree_util.tree_leaves(
+        gaps, is_leaf=lambda x: isinstance(x, tuple)))
+    # With one step the average is exactly decay * start + (1 - decay) * new.
+    one, one_state = filled_agent(dataclasses.replace(SMALL, eval_params_ema=decay))
+    batch = one.replay.sample(SMALL.batch_size)._replace(index=())
+    new_params, opt_state, _, _ = one._train_step(one_state.params, one_state.opt_state,
+                                                  one_state.train_steps, batch)
+    expected = jax.tree_util.tree_map(lambda b, p: decay * b + (1 - decay) * p,
+                                      one_state.params, new_params)
+    chex.assert_trees_all_close(opt_state[-1].ema, expected, rtol=1e-5, atol=1e-6)
+    # The average is part of the checkpoint.
+    path = save_checkpoint(tmp_path, state, LoopState(env_steps=1, updates=1, episodes=0,
+                                                      rng=np.zeros(2, np.uint32)), "h")
+    template = agent.init(jax.random.PRNGKey(5), room_obs(np.zeros(1, int)), N)
+    restored, _ = load_checkpoint(path, template, "h")
+    chex.assert_trees_all_close(agent.eval_params(restored).net, ema)
+    with pytest.raises(ConfigError, match="eval_params_ema"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"eval_params_ema": 1.0}})

@@ -79,6 +79,9 @@ def _add_eval(sub) -> None:
                       help="argmax actions (default: eval.greedy of the config)")
     mode.add_argument("--sample", dest="greedy", action="store_const", const=False,
                       help="sample actions from the policy")
+    p.add_argument("--current-params", action="store_true",
+                   help="MuZero with muzero.eval_params_ema > 0: act with the params of the "
+                        "last train step instead of their moving average")
     p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
 
 
@@ -197,10 +200,12 @@ def cmd_eval(args) -> int:
         template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
         state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
         greedy = cfg.eval.greedy if args.greedy is None else args.greedy
-        result = evaluate(agent, evaluation_params(agent, state), cfg, episodes, seed,
-                          greedy=greedy)
+        params = evaluation_params(agent, state, average=not args.current_params)
+        result = evaluate(agent, params, cfg, episodes, seed, greedy=greedy)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()
+    averaged = cfg.agent_type == "muzero" and cfg.muzero.eval_params_ema > 0
+    data["params"] = "average" if averaged and not args.current_params else "current"
     if not result.seeded:
         print(f"omega: note: {cfg.env.id} cannot be seeded (the env forbids it by design); "
               "the seeds only label the episodes, so evaluations are not repeatable",
@@ -220,7 +225,8 @@ def _print_eval_table(data, ckpt) -> None:
 
     mode = "greedy" if data["greedy"] else "sampled"
     table = Table(title=f"{data['env_id']}: {data['episodes']} episodes, seeds "
-                        f"{data['seeds'][0]}..{data['seeds'][-1]}, {mode} actions, {ckpt.name}")
+                        f"{data['seeds'][0]}..{data['seeds'][-1]}, {mode} actions, "
+                        f"{data['params']} params, {ckpt.name}")
     table.add_column("metric")
     table.add_column("mean", justify="right")
     table.add_column("95% CI", justify="right")

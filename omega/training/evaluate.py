@@ -86,11 +86,14 @@ def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
     return lo, hi
 
 
-def evaluation_params(agent: Any, state: Any) -> Any:
+def evaluation_params(agent: Any, state: Any, average: bool = True) -> Any:
     """The params evaluation acts with: ``agent.eval_params(state)`` where the agent has it
-    (MuZero: no exploration noise in its search), else ``agent.params(state)``."""
+    (MuZero: no exploration noise in its search, and the moving average of the params when
+    ``eval_params_ema`` is on, unless ``average`` is false), else ``agent.params(state)``."""
     eval_params = getattr(agent, "eval_params", None)
-    return eval_params(state) if eval_params is not None else agent.params(state)
+    if eval_params is None:
+        return agent.params(state)
+    return eval_params(state) if average else eval_params(state, average=False)
 
 
 def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,

@@ -106,6 +106,29 @@ class MuZeroState(NamedTuple):
     update_credit: jax.Array  # [] float32, fractional train steps owed by replay_ratio
 
 
+class ParamsEMAState(NamedTuple):
+    ema: Params  # the moving average of the params after each update
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+    """Tracks ``ema <- decay * ema + (1 - decay) * new params`` in the optimiser state and
+    passes the updates through unchanged; goes last in a chain, so the updates it sees are
+    the final ones. The average starts from the initial params."""
+
+    def init_fn(params: Params) -> ParamsEMAState:
+        return ParamsEMAState(ema=jax.tree_util.tree_map(jnp.asarray, params))
+
+    def update_fn(updates, state: ParamsEMAState, params: Params | None = None):
+        if params is None:
+            raise ValueError("params_ema needs the params passed to update")
+        new_params = optax.apply_updates(params, updates)
+        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
+                                     state.ema, new_params)
+        return updates, ParamsEMAState(ema=ema)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 class ReanalyzeBatch(NamedTuple):
     """Replay steps to reanalyze and what the search reads of them (:meth:`MuZeroAgent.
     reanalyze_batches`); plain numpy, so it travels to a remote reanalyze worker as is."""
@@ -403,9 +426,11 @@ class MuZeroAgent:
                                                            self.total_train_steps)
         else:
             self.lr_schedule = optax.constant_schedule(cfg.learning_rate)
-        self.optimizer = optax.chain(
-            optax.clip_by_global_norm(cfg.max_grad_norm),
-            optax.adam(self.lr_schedule, eps=cfg.adam_eps))
+        transforms = [optax.clip_by_global_norm(cfg.max_grad_norm),
+                      optax.adam(self.lr_schedule, eps=cfg.adam_eps)]
+        if cfg.eval_params_ema > 0:  # off: the optimiser state keeps its older structure
+            transforms.append(params_ema(cfg.eval_params_ema))
+        self.optimizer = optax.chain(*transforms)
         self.replay = self._new_replay()
         self.trace_counts: collections.Counter[str] = collections.Counter()
         self.data_parallel: DataParallel | None = None
@@ -449,12 +474,24 @@ class MuZeroAgent:
         return ActorParams(net=state.params, temperature=self._temperature(state.env_steps),
                            explore=jnp.ones((), jnp.float32))
 
-    def eval_params(self, state: MuZeroState) -> ActorParams:
-        """What evaluation acts with: no exploration noise; when not greedy, actions are
-        sampled from the search policy (visit counts at temperature 1, the improved policy,
-        or pi_bar)."""
-        return ActorParams(net=state.params, temperature=jnp.ones((), jnp.float32),
+    def eval_params(self, state: MuZeroState, average: bool = True) -> ActorParams:
+        """What evaluation acts with: the moving average of the params when
+        ``eval_params_ema`` is on (and ``average``), else the current ones; no exploration
+        noise; when not greedy, actions are sampled from the search policy (visit counts at
+        temperature 1, the improved policy, or pi_bar)."""
+        net = self.averaged_params(state) if average else state.params
+        return ActorParams(net=net, temperature=jnp.ones((), jnp.float32),
                            explore=jnp.zeros((), jnp.float32))
+
+    def averaged_params(self, state: MuZeroState) -> Params:
+        """The moving average of the params (``eval_params_ema`` > 0), else the params."""
+        if self.cfg.eval_params_ema <= 0:
+            return state.params
+        ema_state = state.opt_state[-1]
+        if not isinstance(ema_state, ParamsEMAState):
+            raise TypeError("the optimiser state has no params average; was the state made "
+                            "by an agent with the same eval_params_ema?")
+        return ema_state.ema
 
     def initial_carry(self, num_envs: int) -> Carry:
         return initial_carry(self.encoder_cfg, num_envs)  # None unless recurrent

@@ -84,6 +84,13 @@ class MuZeroConfig:
     learning_rate: float = dataclasses.field(default=1e-3, metadata=_range(0.0))
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     adam_eps: float = dataclasses.field(default=1e-8, metadata=_range(0.0))
+    # Evaluation (omega eval, the end-of-run eval, omega play) acts with an exponential moving
+    # average of the params, ema <- decay * ema + (1 - decay) * params after every train step
+    # (kept in the optimiser state, so it is checkpointed and resumed); acting in training
+    # keeps the current params. With a constant learning rate the params of a run that has
+    # learned still jump from step to step, and the eval reads whichever step came last.
+    # 0 = off (evaluation uses the current params).
+    eval_params_ema: float = dataclasses.field(default=0.0, metadata=_range(0.0, 0.99999))
     max_grad_norm: float = dataclasses.field(default=5.0, metadata=_range(0.0))
     policy_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     # A bonus for the prior's entropy (root and unrolled steps, weighted like the policy
