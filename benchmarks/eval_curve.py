@@ -33,11 +33,13 @@ from omega.training.checkpoint import list_checkpoints  # noqa: E402
 from omega.training.experiment import CHECKPOINT_DIR  # noqa: E402
 
 
-def eval_checkpoint(run: Path, ckpt: Path, episodes: int, seed: int) -> dict:
+def eval_checkpoint(run: Path, ckpt: Path, episodes: int, seed: int,
+                    current_params: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "eval.json"
         code = omega(["eval", "--dir", str(run), "--checkpoint", str(ckpt), "--episodes",
-                      str(episodes), "--seed", str(seed), "--json", str(out)])
+                      str(episodes), "--seed", str(seed), "--json", str(out)]
+                     + (["--current-params"] if current_params else []))
         if code != 0:
             raise SystemExit(f"eval_curve: 'omega eval' failed on {ckpt} (exit {code})")
         return json.loads(out.read_text())
@@ -49,6 +51,9 @@ def main() -> None:
                    help="a label and the experiment dirs it covers (repeatable)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=1_000_000, help="first eval episode seed")
+    p.add_argument("--current-params", action="store_true",
+                   help="pass --current-params to omega eval (MuZero runs with "
+                        "muzero.eval_params_ema: the last step's params, not their average)")
     p.add_argument("--out", type=Path, default=None, help="JSON path")
     args = p.parse_args()
     groups = []
@@ -64,7 +69,7 @@ def main() -> None:
     for name, dirs in groups:
         for run in dirs:
             for rank, ckpt in enumerate(list_checkpoints(run / CHECKPOINT_DIR)):
-                e = eval_checkpoint(run, ckpt, args.episodes, args.seed)
+                e = eval_checkpoint(run, ckpt, args.episodes, args.seed, args.current_params)
                 rows.append({"group": name, "run": str(run), "checkpoint": ckpt.name,
                              "rank": rank, "env_steps": e["env_steps"], "eval": e})
 
