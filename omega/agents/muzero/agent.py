@@ -122,9 +122,8 @@ def params_ema(decay: float) -> optax.GradientTransformation:
         if params is None:
             raise ValueError("params_ema needs the params passed to update")
         new_params = optax.apply_updates(params, updates)
-        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
-                                     state.ema, new_params)
-        return updates, ParamsEMAState(ema=ema)
+        return updates, ParamsEMAState(
+            ema=optax.incremental_update(new_params, state.ema, 1.0 - decay))
 
     return optax.GradientTransformation(init_fn, update_fn)
 

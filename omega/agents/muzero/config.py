@@ -84,7 +84,7 @@ class MuZeroConfig:
     learning_rate: float = dataclasses.field(default=1e-3, metadata=_range(0.0))
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     adam_eps: float = dataclasses.field(default=1e-8, metadata=_range(0.0))
-    # Evaluation (omega eval, the end-of-run eval, omega play) acts with an exponential moving
+    # Evaluation (omega eval, and so the benchmark scripts' end-of-run eval) acts with an exponential moving
     # average of the params, ema <- decay * ema + (1 - decay) * params after every train step
     # (kept in the optimiser state, so it is checkpointed and resumed); acting in training
     # keeps the current params. With a constant learning rate the params of a run that has
