@@ -68,6 +68,10 @@ class TrainConfig:
     log_every_steps: int = dataclasses.field(default=2_048, metadata=_range(1))
     # Learn from rollout k on a thread while acting rollout k + 1: one update of policy lag.
     async_learning: bool = False
+    # A time limit for the training envs only, on top of env.max_episode_steps (which
+    # evaluation keeps): more episode starts per env step while episodes mostly fail. Hitting
+    # it is a truncation, bootstrapped, not a terminal state.
+    max_episode_steps: int | None = dataclasses.field(default=None, metadata=_range(1))
 
 
 @dataclasses.dataclass(frozen=True)

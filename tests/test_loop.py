@@ -9,6 +9,8 @@ from test_cli import SMALL_RANDOM, TINY_PPO
 import omega.training.loop as loop_module
 from omega.agents.random import RandomAgent, RandomAgentState
 from omega.cli.main import main
+from omega.config import load_config
+from omega.envs import EnvFactory
 
 
 class VersionSpy:
@@ -90,3 +92,34 @@ def test_async_ppo_run_checkpoints_and_resumes(tmp_path):
     assert [int(r["env_steps"]) for r in rows] == [64, 128, 192, 256]
     assert [int(r["updates"]) for r in rows] == [1, 2, 3, 4]
     assert all(r["policy_loss"] for r in rows)
+
+
+def test_train_time_limit_applies_to_training_envs_only(tmp_path):
+    # Room-15x15 (limit 300) with a random agent: a training limit of 6 caps every episode.
+    text = SMALL_RANDOM.format(steps=512, ckpt=10_000).replace(
+        "MiniHack-Room-5x5-v0", "MiniHack-Room-15x15-v0").replace(
+        "train:\n", "train:\n  max_episode_steps: 6\n")
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(text)
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(cfg_path), "--output-dir", str(exp)]) == 0
+    cfg = load_config(cfg_path)
+    training_env = loop_module.recording_factory(cfg, exp)(0)
+    eval_env = EnvFactory.from_config(cfg.env)(0)
+    try:
+        for env, limit in ((training_env, 6), (eval_env, None)):
+            env.reset(seed=0)
+            for t in range(1, 8):
+                _, _, terminated, truncated, _ = env.step(7 if t % 2 else 3)  # NW, W: no goal
+                assert not terminated
+                assert truncated == (t == limit)
+                if truncated:
+                    break
+    finally:
+        training_env.close()
+        eval_env.close()
+    assert main(["run", "--dir", str(exp)]) == 0
+    with (exp / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert int(rows[-1]["episodes"]) == 4 * (512 // 4 // 6)  # 4 envs, 128 steps each
+    assert all(float(r["episode_length"]) <= 6 for r in rows)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import math
 import signal
 import sys
@@ -74,8 +75,14 @@ def env_seed(cfg: ExperimentConfig, env_steps: int) -> int:
 
 
 def recording_factory(cfg: ExperimentConfig, exp_dir: Path) -> EnvFactory:
-    return EnvFactory.from_config(cfg.env, record_root=str(exp_dir / EPISODE_DIR),
-                                  record_every=cfg.record.every_n_episodes)
+    """The training envs: recorded every Nth episode, with ``train.max_episode_steps``."""
+    factory = EnvFactory.from_config(cfg.env, record_root=str(exp_dir / EPISODE_DIR),
+                                     record_every=cfg.record.every_n_episodes)
+    limit = cfg.train.max_episode_steps
+    if limit is not None and (factory.max_episode_steps is None
+                              or limit < factory.max_episode_steps):
+        factory = dataclasses.replace(factory, max_episode_steps=limit)
+    return factory
 
 
 class Run(NamedTuple):
