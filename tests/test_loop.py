@@ -94,7 +94,7 @@ def test_async_ppo_run_checkpoints_and_resumes(tmp_path):
     assert all(r["policy_loss"] for r in rows)
 
 
-def test_train_time_limit_applies_to_training_envs_only(tmp_path):
+def test_train_time_limit_applies_to_training_envs_only(tmp_path, capsys):
     # Room-15x15 (limit 300) with a random agent: a training limit of 6 caps every episode.
     text = SMALL_RANDOM.format(steps=512, ckpt=10_000).replace(
         "MiniHack-Room-5x5-v0", "MiniHack-Room-15x15-v0").replace(
@@ -118,7 +118,9 @@ def test_train_time_limit_applies_to_training_envs_only(tmp_path):
     finally:
         training_env.close()
         eval_env.close()
+    capsys.readouterr()
     assert main(["run", "--dir", str(exp)]) == 0
+    assert "training episodes end after at most 6 steps" in capsys.readouterr().out
     with (exp / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert int(rows[-1]["episodes"]) == 4 * (512 // 4 // 6)  # 4 envs, 128 steps each

@@ -126,6 +126,9 @@ def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
     envs = describe_envs or f"{cfg.env.num_envs} envs over {cfg.env.num_workers} workers"
     print(f"omega: {cfg.agent_type} agent on {cfg.env.id}, {n_params:,} parameters, "
           f"{envs}, device {device}", file=out)
+    if cfg.train.max_episode_steps is not None:
+        print(f"omega: training episodes end after at most {cfg.train.max_episode_steps:,} "
+              "steps (train.max_episode_steps; omega eval keeps the env's time limit)", file=out)
     if loop.env_steps >= total:
         print(f"omega: already trained for {loop.env_steps:,} env steps (target {total:,}); "
               "pass --steps to train longer", file=out)
