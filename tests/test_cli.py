@@ -90,6 +90,10 @@ def test_round_trip(tmp_path, capsys):
     again = tmp_path / "eval2.json"
     assert main(["eval", "--dir", str(exp), "--episodes", "6", "--seed", "5", "--json", str(again)]) == 0
     assert json.loads(again.read_text())["lengths"] == data["lengths"]
+    assert "num_simulations" not in data  # no search: the key is MuZero's
+    capsys.readouterr()
+    assert main(["eval", "--dir", str(exp), "--num-simulations", "8"]) == 2
+    assert "applies to MuZero runs only" in capsys.readouterr().err
 
     gif = tmp_path / "ep.gif"
     assert main(["play", "--file", str(exp), "--gif", str(gif)]) == 0

@@ -456,4 +456,13 @@ def test_cli_make_run_eval(tmp_path, capsys):
     assert data["params"] == "average"
     assert main(["eval", "--dir", str(exp), "--episodes", "4", "--seed", "5", "--current-params",
                  "--json", str(out_json)]) == 0
-    assert json.loads(out_json.read_text())["params"] == "current"
+    data = json.loads(out_json.read_text())
+    assert data["params"] == "current" and data["num_simulations"] == cfg["muzero"]["num_simulations"]
+    # A bigger search than training used: the checkpoint still loads (the search budget is not
+    # part of the params), and the JSON says which budget the episodes were played with.
+    assert main(["eval", "--dir", str(exp), "--episodes", "4", "--seed", "5",
+                 "--num-simulations", "4", "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())["num_simulations"] == 4
+    capsys.readouterr()
+    assert main(["eval", "--dir", str(exp), "--num-simulations", "0"]) == 2
+    assert "--num-simulations must be >= 1" in capsys.readouterr().err

@@ -6,6 +6,7 @@ Every user error prints one line (``omega: error: ...``) and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -82,6 +83,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--current-params", action="store_true",
                    help="MuZero with muzero.eval_params_ema > 0: act with the params of the "
                         "last train step instead of their moving average")
+    p.add_argument("--num-simulations", type=int, default=None,
+                   help="MuZero only: search with this many simulations per action "
+                        "(default: muzero.num_simulations the run trained with)")
     p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
 
 
@@ -189,6 +193,17 @@ def cmd_eval(args) -> int:
         raise OmegaError(f"--episodes must be positive, got {episodes}")
     if seed < 0:
         raise OmegaError(f"--seed must be >= 0, got {seed}")
+    # The search budget is not part of the learned params: a run may be evaluated with a
+    # larger (or smaller) search than it acted with while training.
+    search_cfg = cfg
+    if args.num_simulations is not None:
+        if cfg.agent_type != "muzero":
+            raise OmegaError(f"--num-simulations applies to MuZero runs only; '{args.dir}' "
+                             f"trains agent_type '{cfg.agent_type}'")
+        if args.num_simulations < 1:
+            raise OmegaError(f"--num-simulations must be >= 1, got {args.num_simulations}")
+        search_cfg = dataclasses.replace(
+            cfg, muzero=dataclasses.replace(cfg.muzero, num_simulations=args.num_simulations))
     ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(
         Path(args.dir) / CHECKPOINT_DIR)
     if ckpt is None:
@@ -196,16 +211,18 @@ def cmd_eval(args) -> int:
                          f"'omega run --dir {args.dir}'")
     with jax.default_device(resolve_device(args.device)):
         obs_example, num_actions = probe_env(cfg)
-        agent, _ = build_agent(cfg, num_actions)
+        agent, _ = build_agent(search_cfg, num_actions)
         template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
         state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
         greedy = cfg.eval.greedy if args.greedy is None else args.greedy
         params = evaluation_params(agent, state, average=not args.current_params)
-        result = evaluate(agent, params, cfg, episodes, seed, greedy=greedy)
+        result = evaluate(agent, params, search_cfg, episodes, seed, greedy=greedy)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()
     averaged = cfg.agent_type == "muzero" and cfg.muzero.eval_params_ema > 0
     data["params"] = "average" if averaged and not args.current_params else "current"
+    if cfg.agent_type == "muzero":
+        data["num_simulations"] = search_cfg.muzero.num_simulations
     if not result.seeded:
         print(f"omega: note: {cfg.env.id} cannot be seeded (the env forbids it by design); "
               "the seeds only label the episodes, so evaluations are not repeatable",
@@ -223,9 +240,11 @@ def _print_eval_table(data, ckpt) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    mode = "greedy" if data["greedy"] else "sampled"
+    mode = "greedy actions" if data["greedy"] else "sampled actions"
+    if "num_simulations" in data:
+        mode += f", {data['num_simulations']} simulations"
     table = Table(title=f"{data['env_id']}: {data['episodes']} episodes, seeds "
-                        f"{data['seeds'][0]}..{data['seeds'][-1]}, {mode} actions, "
+                        f"{data['seeds'][0]}..{data['seeds'][-1]}, {mode}, "
                         f"{data['params']} params, {ckpt.name}")
     table.add_column("metric")
     table.add_column("mean", justify="right")
