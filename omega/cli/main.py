@@ -83,7 +83,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--current-params", action="store_true",
                    help="MuZero with muzero.eval_params_ema > 0: act with the params of the "
                         "last train step instead of their moving average")
-    p.add_argument("--num-simulations", type=int, default=None,
+    p.add_argument("--num-simulations", type=int, default=None, metavar="SIMS",
                    help="MuZero only: search with this many simulations per action "
                         "(default: muzero.num_simulations the run trained with)")
     p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
