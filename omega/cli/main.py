@@ -222,7 +222,7 @@ def cmd_eval(args) -> int:
     averaged = cfg.agent_type == "muzero" and cfg.muzero.eval_params_ema > 0
     data["params"] = "average" if averaged and not args.current_params else "current"
     if cfg.agent_type == "muzero":
-        data["num_simulations"] = search_cfg.muzero.num_simulations
+        data["num_simulations"] = agent.cfg.num_simulations  # what the search really ran
     if not result.seeded:
         print(f"omega: note: {cfg.env.id} cannot be seeded (the env forbids it by design); "
               "the seeds only label the episodes, so evaluations are not repeatable",
