@@ -60,6 +60,22 @@ def test_same_seed_same_first_observation(env_id):
     env.close()
 
 
+def test_fix_moon_phase_option_takes_the_moon_from_the_seed():
+    # env.options reach NLE, and its fix_moon_phase needs the seeds set through seed(), which
+    # NetHackSeeding does: these seeds give these moons on any date.
+    env = make("NetHackScore-v0", observation_keys=("message", "blstats"), fix_moon_phase=True)
+
+    def first_message(seed: int) -> str:
+        message = env.reset(seed=seed)[0]["message"]
+        return bytes(message[message != 0].astype(np.uint8)).decode()
+
+    assert "Full moon tonight" in first_message(3)
+    assert "New moon tonight" in first_message(9)
+    assert "moon" not in first_message(5)
+    assert "Full moon tonight" in first_message(3)
+    env.close()
+
+
 def test_time_limit_is_truncation_not_termination():
     env = make("MiniHack-Room-15x15-v0", observation_keys=("glyphs_crop",))
     env.unwrapped._max_episode_steps = 4  # NLE's own limit: it reports terminated + ABORTED
