@@ -72,6 +72,9 @@ class TrainConfig:
     # evaluation keeps): more episode starts per env step while episodes mostly fail. Hitting
     # it is a truncation, bootstrapped, not a terminal state.
     max_episode_steps: int | None = dataclasses.field(default=None, metadata=_range(1))
+    # Agents with a replay buffer (MuZero): save it with each checkpoint and load it on
+    # resume, so a resumed run trains again at once instead of refilling warmup_steps.
+    checkpoint_replay: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -277,6 +277,63 @@ class ReplayBuffer:
                 1 if success else -1)
             self._episode_start[env] = end + 1
 
+    # -- persistence -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The buffer's contents as numpy arrays and numbers (no objects, no pickle), for a
+        checkpoint: the ring arrays as they are (all ``C`` slots of every env, so the size is
+        fixed by ``max_size``: about ``max_size`` times the bytes of one stored step), the
+        step counter, each env's current episode start and the largest priority. The
+        sampling generator is not saved: ``learn`` reseeds it from the loop's key."""
+        if not self.num_envs:
+            return {"num_envs": 0}
+        state = {
+            "num_envs": self.num_envs, "capacity": self.capacity, "time": self.time,
+            "max_priority": self._max_priority, "episode_start": self._episode_start,
+            "data": dict(self.data), "obs": dict(self.obs),
+        }
+        if self.memory is not None:
+            state["memory"], state["first"] = self.memory, self.first
+        return state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restores what :meth:`state_dict` returned into this (empty) buffer; raises
+        ``ValueError`` when it does not fit: another capacity, fields or array shapes."""
+        if self.num_envs:
+            raise ValueError("load_state_dict needs an empty buffer")
+        n = int(state.get("num_envs", 0))
+        if not n:
+            return
+        capacity = math.ceil(self.max_size / n)
+        if int(state["capacity"]) != capacity:
+            raise ValueError(f"the saved replay has {int(state['capacity'])} slots per env, "
+                             f"this buffer {capacity} ({self.max_size} steps over {n} envs)")
+        expected = ("action", "reward", "terminated", "truncated", "truncation_value",
+                    "search_policy", "root_value", "outcome", "priority")
+        data = {k: np.array(v) for k, v in state["data"].items()}  # copies: writable
+        obs = {k: np.array(v) for k, v in state["obs"].items()}
+        if sorted(data) != sorted(expected) or not obs:
+            raise ValueError(f"the saved replay has fields {sorted(data)} and observations "
+                             f"{sorted(obs)}; expected {sorted(expected)} and at least one")
+        for name, v in {**data, **obs}.items():
+            if v.shape[:2] != (n, capacity):
+                raise ValueError(f"the saved replay's '{name}' has shape {v.shape}, expected "
+                                 f"({n}, {capacity}, ...)")
+        time = int(state["time"])
+        episode_start = np.array(state["episode_start"], np.int64)
+        if time < 0 or episode_start.shape != (n,):
+            raise ValueError("the saved replay's counters are malformed")
+        memory = first = None
+        if "memory" in state:
+            memory = np.array(state["memory"], np.float32)
+            first = np.array(state["first"], bool)
+            if memory.shape[:2] != (n, capacity) or first.shape != (n, capacity):
+                raise ValueError("the saved replay's memory has the wrong shape")
+        self.num_envs, self.capacity, self.time = n, capacity, time
+        self.data, self.obs, self.memory, self.first = data, obs, memory, first
+        self._episode_start = episode_start
+        self._max_priority = float(state["max_priority"])
+
     # -- sampling ----------------------------------------------------------------------------
 
     def _sample_starts(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

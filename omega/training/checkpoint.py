@@ -1,8 +1,12 @@
 """Checkpoints: one msgpack file per save (flax serialization, never pickle).
 
 A checkpoint holds the learner state (params, optimiser state, counters), the loop's step
-counters, its PRNG key and the config hash. Files are written to a temp file and renamed,
-so a killed run never leaves a half-written checkpoint behind.
+counters, its PRNG key and the config hash. An agent with a replay buffer (MuZero) also has
+its replay saved with each checkpoint, in ``replay_<env_steps>.msgpack`` next to
+``ckpt_<env_steps>.msgpack`` (numpy arrays in msgpack, also never pickle); only the newest
+is kept. Files are written to a temp file and renamed, so a killed run never leaves a
+half-written checkpoint or replay behind (the temp file of a killed write is removed by the
+next ``omega run``: :func:`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from flax import serialization
 from omega.errors import CheckpointError
 
 FORMAT_VERSION = 1
+REPLAY_FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{12})\.msgpack$")
+_REPLAY_NAME = re.compile(r"^replay_(\d{12})\.msgpack$")
+# atomic_write_bytes's temp files for checkpoints and replays.
+_TEMP_NAME = re.compile(r"^\.(ckpt|replay)_\d{12}\.msgpack.*\.tmp$")
 
 
 class LoopState(NamedTuple):
@@ -126,3 +134,82 @@ def _check_shapes(template: Any, restored: Any) -> None:
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     ckpts = list_checkpoints(ckpt_dir)
     return ckpts[-1] if ckpts else None
+
+
+def checkpoint_steps(path: Path) -> int:
+    """The env steps in a checkpoint's (or replay's) file name."""
+    return int(Path(path).stem.split("_")[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Replays (agents that learn from a replay buffer)
+
+
+def replay_path(ckpt_dir: Path, env_steps: int) -> Path:
+    return Path(ckpt_dir) / f"replay_{env_steps:012d}.msgpack"
+
+
+def list_replays(ckpt_dir: Path) -> list[Path]:
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if _REPLAY_NAME.match(p.name))
+
+
+def save_replay(ckpt_dir: Path, env_steps: int, replay: dict[str, Any],
+                config_hash: str) -> Path:
+    """Writes a replay's :meth:`~omega.replay.ReplayBuffer.state_dict` (numpy arrays and
+    numbers) for the checkpoint at ``env_steps``, atomically."""
+    payload = {"format_version": REPLAY_FORMAT_VERSION, "config_hash": config_hash,
+               "env_steps": int(env_steps), "replay": replay}
+    path = replay_path(ckpt_dir, env_steps)
+    atomic_write_bytes(path, serialization.msgpack_serialize(payload))
+    return path
+
+
+def prune_replays(ckpt_dir: Path, keep_steps: int) -> list[Path]:
+    """Deletes every replay file but the one of the checkpoint at ``keep_steps``."""
+    removed = []
+    for path in list_replays(ckpt_dir):
+        if checkpoint_steps(path) != keep_steps:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def load_replay(path: Path, config_hash: str) -> dict[str, Any]:
+    """A replay file's state dict; :class:`CheckpointError` when it is corrupt or was
+    written with another config."""
+    path = Path(path)
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+        if not isinstance(payload, dict) or not isinstance(payload.get("replay"), dict):
+            raise ValueError("missing replay")
+    except FileNotFoundError:
+        raise CheckpointError(f"replay file '{path}' not found") from None
+    except Exception as e:  # msgpack raises a zoo of types on garbage input
+        raise CheckpointError(
+            f"replay file '{path}' is corrupt ({type(e).__name__}); delete it to resume "
+            "with an empty replay") from None
+    if payload.get("format_version") != REPLAY_FORMAT_VERSION:
+        raise CheckpointError(
+            f"replay file '{path}' has format {payload.get('format_version')!r}, this omega "
+            f"reads format {REPLAY_FORMAT_VERSION}; delete it to resume with an empty replay")
+    if payload.get("config_hash") != config_hash:
+        raise CheckpointError(
+            f"replay file '{path}' was written with a different config (hash "
+            f"{payload.get('config_hash')}, now {config_hash}); restore the experiment's "
+            "config.yaml or delete the file to resume with an empty replay")
+    return payload["replay"]
+
+
+def remove_stale_temp_files(ckpt_dir: Path) -> list[Path]:
+    """Deletes the temp files of checkpoint and replay writes that a killed run left behind.
+    Call only while no other run writes to ``ckpt_dir`` (under the experiment's lock)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    stale = sorted(p for p in ckpt_dir.iterdir() if _TEMP_NAME.match(p.name))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -431,7 +431,8 @@ def train_distributed(exp_dir: str | Path, device: str | None = None,
     if n_reanalyze:
         describe += f", {n_reanalyze} reanalyze workers"
     with jax.default_device(dev):
-        run = prepare_run(exp_dir, total_env_steps, dev, out, describe_envs=describe)
+        run = prepare_run(exp_dir, total_env_steps, dev, out, describe_envs=describe,
+                          replay_streams=n_actors * cfg.env.num_envs if rounds else None)
         if run.loop.env_steps >= run.total:
             return run.loop
         if not rounds and max_lag < n_actors - 1:

@@ -31,13 +31,17 @@ from omega.agents.parallel import DataParallel
 from omega.config import ExperimentConfig, config_hash, config_to_dict
 from omega.envs import EnvFactory
 from omega.envs.vector import EpisodeStats, VectorEnv
-from omega.errors import OmegaError
+from omega.errors import CheckpointError, OmegaError
 from omega.training.actor import Actor
 from omega.training.checkpoint import (
     LoopState,
     latest_checkpoint,
     load_checkpoint,
+    load_replay,
+    prune_replays,
+    replay_path,
     save_checkpoint,
+    save_replay,
 )
 from omega.training.device import resolve_devices, wants_all_devices
 from omega.training.experiment import (
@@ -101,12 +105,15 @@ class Run(NamedTuple):
 
 def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
                 describe_envs: str | None = None,
-                data_parallel: DataParallel | None = None) -> Run:
-    """Builds the agent, restores the newest checkpoint and prints the header lines.
+                data_parallel: DataParallel | None = None,
+                replay_streams: int | None = None) -> Run:
+    """Builds the agent, restores the newest checkpoint (and the replay saved with it) and
+    prints the header lines.
 
     Call inside ``jax.default_device(device)``. ``describe_envs`` replaces the "N envs over
-    W workers" part of the header. A run that has reached its budget says so
-    (``run.loop.env_steps >= run.total``).
+    W workers" part of the header; ``replay_streams`` is how many envs each learner update
+    brings (default ``env.num_envs``): a saved replay with another number is not restored.
+    A run that has reached its budget says so (``run.loop.env_steps >= run.total``).
     """
     cfg = load_experiment(exp_dir)
     total = int(total_env_steps or cfg.train.total_env_steps)
@@ -122,6 +129,9 @@ def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
     if ckpt is not None:
         state, loop = load_checkpoint(ckpt, state, chash)
         print(f"omega: resuming from {ckpt.name} at {loop.env_steps:,} env steps", file=out)
+        if hasattr(agent, "restore_replay") and loop.env_steps < total:
+            _restore_replay(agent, cfg, exp_dir / CHECKPOINT_DIR, loop.env_steps, chash,
+                            replay_streams or cfg.env.num_envs, out)
     n_params = param_count(agent.params(state))
     envs = describe_envs or f"{cfg.env.num_envs} envs over {cfg.env.num_workers} workers"
     print(f"omega: {cfg.agent_type} agent on {cfg.env.id}, {n_params:,} parameters, "
@@ -133,6 +143,31 @@ def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
         print(f"omega: already trained for {loop.env_steps:,} env steps (target {total:,}); "
               "pass --steps to train longer", file=out)
     return Run(exp_dir, cfg, agent, rollout_length, num_actions, state, loop, total, chash)
+
+
+def _restore_replay(agent: Any, cfg: ExperimentConfig, ckpt_dir: Path, env_steps: int,
+                    chash: str, streams: int, out) -> None:
+    """Loads the replay saved with the checkpoint at ``env_steps`` into ``agent``, or says
+    why the run starts with an empty one."""
+    warmup = f"no train steps until it holds muzero.warmup_steps ({cfg.muzero.warmup_steps:,})"
+    path = replay_path(ckpt_dir, env_steps)
+    if not cfg.train.checkpoint_replay or not path.is_file():
+        why = ("train.checkpoint_replay is false" if not cfg.train.checkpoint_replay
+               else f"no {path.name} next to the checkpoint")
+        print(f"omega: starting with an empty replay ({why}); {warmup}", file=out)
+        return
+    saved = load_replay(path, chash)
+    if int(saved.get("num_envs", 0)) not in (0, streams):
+        print(f"omega: not restoring {path.name}: it holds {int(saved['num_envs'])} env "
+              f"streams and this run learns from {streams}; starting with an empty replay, "
+              f"{warmup}", file=out)
+        return
+    try:
+        size = agent.restore_replay(saved)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"replay file '{path}' does not fit this run ({e}); delete it "
+                              "to resume with an empty replay") from None
+    print(f"omega: restored the replay from {path.name}: {size:,} env steps", file=out)
 
 
 class RunRecorder:
@@ -200,9 +235,17 @@ class RunRecorder:
         return logged
 
     def checkpoint(self, state: Any, loop: LoopState, rng: jax.Array) -> None:
-        save_checkpoint(self.run.exp_dir / CHECKPOINT_DIR, state,
-                        loop._replace(rng=np.asarray(rng)), self.run.config_hash,
-                        keep=self.run.cfg.train.keep_checkpoints)
+        """Writes the checkpoint, and first the agent's replay when it has one (so every
+        checkpoint on disk has its replay until the next one is complete)."""
+        run, ckpt_dir = self.run, self.run.exp_dir / CHECKPOINT_DIR
+        replay = None
+        if run.cfg.train.checkpoint_replay and hasattr(run.agent, "replay_state"):
+            replay = run.agent.replay_state()
+            save_replay(ckpt_dir, loop.env_steps, replay, run.config_hash)
+        save_checkpoint(ckpt_dir, state, loop._replace(rng=np.asarray(rng)), run.config_hash,
+                        keep=run.cfg.train.keep_checkpoints)
+        if replay is not None:
+            prune_replays(ckpt_dir, keep_steps=loop.env_steps)
         self.last_ckpt_steps = loop.env_steps
 
     def close(self, state: Any, loop: LoopState, rng: jax.Array) -> None:

@@ -50,9 +50,10 @@ each train step then re-encodes its sequences with the new params and writes the
 that follow each start back to the replay (:meth:`MuZeroAgent._refresh`).
 
 Checkpoints and resume: :class:`MuZeroState` (params, optimiser state, counters) is what a
-checkpoint holds. The replay buffer is not checkpointed: a resumed run starts with an empty
-buffer, acts with the restored params and trains again once the buffer holds
-``warmup_steps`` new env steps.
+checkpoint holds. The replay buffer is saved next to it (:meth:`MuZeroAgent.replay_state`,
+written by the training loop as ``replay_<env_steps>.msgpack``) and loaded on resume
+(:meth:`MuZeroAgent.restore_replay`), so a resumed run trains again at once; the resumed
+envs start new episodes, so each env's stream in the replay ends at its newest stored step.
 
 Shapes: ``N`` envs, ``T`` rollout length, ``A`` actions, ``B`` batch, ``K`` unroll steps,
 ``D`` latent size, ``2S + 1`` support bins.
@@ -468,6 +469,23 @@ class MuZeroAgent:
         del num_envs  # the replay sizes itself on the first trajectory
         self.replay = self._new_replay()  # a fresh state never trained on old data
         return self._init(rng, self._filter(obs_example))
+
+    def replay_state(self) -> dict[str, Any]:
+        """The replay buffer as numpy arrays and numbers, saved with each checkpoint
+        (:meth:`omega.replay.ReplayBuffer.state_dict`)."""
+        return self.replay.state_dict()
+
+    def restore_replay(self, saved: Mapping[str, Any]) -> int:
+        """Replaces the replay with a saved one (``ValueError`` when it does not fit this
+        config); returns the env steps it holds. The envs of a resumed run start new
+        episodes, so every env's stream ends at its newest stored step (a time limit whose
+        value target is its own root value, :meth:`~omega.replay.ReplayBuffer.end_streams`):
+        no n-step target or unroll reaches into the new episodes."""
+        replay = self._new_replay()
+        replay.load_state_dict(saved)
+        replay.end_streams(np.arange(replay.num_envs))
+        self.replay = replay
+        return len(replay)
 
     def params(self, state: MuZeroState) -> ActorParams:
         return ActorParams(net=state.params, temperature=self._temperature(state.env_steps),
