@@ -20,12 +20,19 @@ last step) has none, so this module appends one with ``actions[-1] == 0`` ("no k
 
 For ttyrec v1 (plain ttyrec, e.g. alt.org games) every recorded output chunk is one frame
 and no keypresses are recorded (``actions`` is all zeros).
+
+Several games per file: NLE keeps writing to a recording until the env resets into the
+next recorded episode, so with ``save_ttyrec_every`` N > 1 one file holds N games, each
+followed by the end-of-game screens NetHack shows (for a game NLE ends itself, the
+``M-q`` quit key, "Really quit?", the inventory, attributes, "Goodbye ..."; after a death,
+the same screens after "You die..."). :func:`split_games` finds the games in a file.
 """
 
 from __future__ import annotations
 
 import bz2
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -97,6 +104,80 @@ class Episode:
         for row in self.chars[t]:
             rows.append(bytes(c if 32 <= c < 127 else 32 for c in row).decode("ascii").rstrip())
         return "\n".join(rows)
+
+
+QUIT_KEY = 0x80 | ord("q")  # M-q: NLE ends a running game with it, then answers 'y'
+_GAME_START = re.compile(rb"^\s*Hello .*, welcome to NetHack!")
+_STATUS = re.compile(rb"Dlvl:\d+")
+_DEATH = re.compile(rb"You die\.\.\.")
+
+
+@dataclass(frozen=True)
+class Game:
+    """Frames ``start`` .. ``stop - 1`` of an :class:`Episode` are one game; ``finished``:
+    it ended in the file (the recording did not stop while it ran)."""
+
+    start: int
+    stop: int
+    finished: bool
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def split_games(episode: Episode) -> list[Game]:
+    """The games in a recording, oldest first, without NetHack's end-of-game screens.
+
+    A game starts at a frame whose top line is NetHack's greeting ("Hello Agent, welcome to
+    NetHack!"; frames before the first greeting belong to the first game). It ends at the
+    frame NLE sent its quit key (``M-q``) to, which is the game's last observation; at
+    "You die..." when the game ended in a death; else at the last frame that still shows the
+    status lines ("Dlvl:"). What follows is NetHack's end of game: "Really quit?", the
+    disclosure of inventory and attributes, the "Goodbye" screens. A game that neither ends so nor is followed by another one was still
+    running when the file was closed (``finished`` False).
+    """
+    n = len(episode)
+    starts = [t for t in range(n) if _GAME_START.match(bytes(episode.chars[t, 0]))]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    games = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else n
+        quits = np.flatnonzero(episode.actions[start:end] == QUIT_KEY)
+        if len(quits):
+            games.append(Game(start, start + int(quits[0]) + 1, True))
+            continue
+        died = [t for t in range(start, end) if _DEATH.search(bytes(episode.chars[t, 0]))]
+        status = [t for t in range(start, end)
+                  if any(_STATUS.search(bytes(row)) for row in episode.chars[t, -3:])]
+        stop = died[0] + 1 if died else status[-1] + 1 if status else end
+        games.append(Game(start, stop, stop < end or i + 1 < len(starts)))
+    return games
+
+
+def select_game(episode: Episode, index: int | None = None) -> tuple[Game, int, list[Game]]:
+    """(game, its 1-based number, all games) of a recording: game ``index`` (1-based),
+    or by default the newest finished one (the newest one when none has finished).
+    :class:`EpisodeFileError` when ``index`` is out of range."""
+    games = split_games(episode)
+    if index is None:
+        finished = [i for i, g in enumerate(games) if g.finished]
+        i = finished[-1] if finished else len(games) - 1
+        return games[i], i + 1, games
+    if not 1 <= index <= len(games):
+        raise EpisodeFileError(f"{episode.path} holds {len(games)} episode(s); "
+                               f"--episode must be between 1 and {len(games)}, got {index}")
+    return games[index - 1], index, games
+
+
+def slice_episode(episode: Episode, start: int, stop: int) -> Episode:
+    """Frames ``start`` .. ``stop - 1`` of an episode as an :class:`Episode`."""
+    s = slice(start, stop)
+    return Episode(chars=episode.chars[s], colors=episode.colors[s],
+                   cursors=episode.cursors[s], timestamps=episode.timestamps[s],
+                   actions=episode.actions[s],
+                   scores=None if episode.scores is None else episode.scores[s],
+                   version=episode.version, path=episode.path, truncated=episode.truncated)
 
 
 @dataclass
