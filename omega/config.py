@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -25,6 +26,10 @@ from omega.models.encoders import EncoderConfig
 
 AGENT_TYPES = ("random", "ppo", "muzero")
 OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
+# Env constructor kwargs omega sets itself (omega.envs.make), and the keys that set them.
+OMEGA_ENV_KWARGS = {"observation_keys": "env.observation.keys",
+                    "actions": "env.action_set", "savedir": "record.every_n_episodes",
+                    "save_ttyrec_every": "record.every_n_episodes"}
 
 
 def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
@@ -147,7 +152,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+    return {int: "an integer", float: "a finite number", bool: "true or false",
+            str: "a string"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
 
@@ -196,7 +202,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # NaN slips past every range check (all comparisons are false) and inf past the
+        # open-ended ones; neither is a usable setting.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -258,6 +267,10 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config key 'distributed.num_reanalyze_workers' ({workers}) needs "
                           "reanalyze on: set muzero.reanalyze_fraction > 0, or set "
                           "num_reanalyze_workers to 0")
+    for key in cfg.env.options:
+        if key in OMEGA_ENV_KWARGS:
+            raise ConfigError(f"config key 'env.options.{key}' is set by omega; "
+                              f"use {OMEGA_ENV_KWARGS[key]} instead")
     for key in cfg.env.observation.keys:
         if key not in OBSERVATION_KEYS:
             raise ConfigError(
@@ -288,17 +301,61 @@ def config_from_dict(data: dict[str, Any] | None) -> ExperimentConfig:
     return cfg
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first_line: int, line: int):
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the
+    last one without a word)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # an unhashable key: SafeLoader reports it
+            continue
+        if first != key_node.start_mark.line + 1:
+            raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found; pass an existing YAML file "
                           "(see configs/ for examples)")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte 0x{raw[e.start]:02x} "
+                          f"at line {line}); save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file '{path}' has the key {e.key!r} twice in one mapping "
+                          f"(lines {e.first_line} and {e.line}); YAML would keep the last one "
+                          "silently: delete one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+    if data is None:
+        raise ConfigError(f"config file '{path}' is empty (or only comments); write the keys "
+                          "to set, e.g. 'agent_type: ppo' (docs/configuration.md), or '{}' "
+                          "for every default")
     try:
         return config_from_dict(data)
     except ConfigError as e:

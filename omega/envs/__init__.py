@@ -8,7 +8,10 @@ game, and whose time limit is reported as truncation.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,39 @@ ACTION_SETS = ("default", "full")
 def registered_env_ids() -> list[str]:
     """Every NLE, MiniHack and omega env id known to gymnasium."""
     return sorted(k for k in gym.registry if k.startswith(ENV_PREFIXES))
+
+
+def constructor_options(env_id: str) -> list[str]:
+    """The keyword arguments the constructors of ``env_id``'s class (and its bases, which
+    NLE and MiniHack pass ``**kwargs`` on to) name; [] when that cannot be read."""
+    try:
+        from gymnasium.envs.registration import load_env_creator
+
+        entry = gym.registry[env_id].entry_point
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+        functions = ([vars(k)["__init__"] for k in inspect.getmro(creator)
+                      if "__init__" in vars(k)] if inspect.isclass(creator) else [creator])
+        names: list[str] = []
+        for fn in functions:
+            for p in inspect.signature(fn).parameters.values():
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self" \
+                        and p.name not in names:
+                    names.append(p.name)
+        return names
+    except Exception:  # an entry point we cannot inspect: no hint, not an error
+        return []
+
+
+def options_error(env_id: str, options: dict[str, Any], error: Exception) -> str:
+    """One line for an env that its ``env.options`` could not build."""
+    m = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    if isinstance(error, TypeError) and m:
+        close = difflib.get_close_matches(m.group(1), constructor_options(env_id), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "see the env's constructor for its options"
+        return f"config key 'env.options.{m.group(1)}': {env_id} takes no such option; {hint}"
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return (f"config key 'env.options': {env_id} cannot be made with {options} "
+            f"({type(error).__name__}: {first}); fix or remove the option")
 
 
 def make(
@@ -143,4 +179,4 @@ class EnvFactory:
         )
 
 
-__all__ = ["EnvFactory", "make", "registered_env_ids"]
+__all__ = ["EnvFactory", "constructor_options", "make", "options_error", "registered_env_ids"]

@@ -563,7 +563,9 @@ class VectorEnv:
                     if hung[1:]
                     else ""
                 )
-                option = "start_timeout_s" if starting else "envs.step_timeout_s"
+                # The start-up limit is max(step_timeout_s, 60 s) unless set apart.
+                option = "env.step_timeout_s" if not starting or timeout == max(
+                    self.step_timeout_s, 60.0) else "VectorEnv's start_timeout_s"
                 raise EnvWorkerError(
                     f"{first.label}{others} did not answer within {timeout:g} s while {what}; "
                     f"raise {option} or check the env"
@@ -624,9 +626,9 @@ class VectorEnv:
             if w.restarts >= self.max_restarts:
                 self.close()
                 raise _worker_error(
-                    f"{w.label} failed {w.restarts + 1} times, last: {cause.cause}; "
-                    f"max_restarts={self.max_restarts} reached - fix the env or raise "
-                    f"envs.max_restarts",
+                    f"{w.label} failed {w.restarts + 1} times, last: {cause.cause}; it is "
+                    f"restarted at most {self.max_restarts} times (VectorEnv's max_restarts, "
+                    "not a config key) - fix the env (its error is in the log above)",
                     cause,
                 )
             w.restarts += 1
