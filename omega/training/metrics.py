@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
@@ -36,12 +37,17 @@ class CsvLogger:
         self._rewrite(rows)
 
     def _rewrite(self, rows: list[Mapping[str, Any]]) -> None:
+        """Replaces the file (temp file + rename: a failed write leaves the old one)."""
         tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        try:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write(self, row: Mapping[str, Any]) -> None:
         row = {"env_steps": row["env_steps"], **row}
@@ -51,11 +57,29 @@ class CsvLogger:
             if self.path.exists() and self.columns:
                 with self.path.open(newline="") as f:
                     old_rows = list(csv.DictReader(f))
-            self.columns = self.columns + new if self.columns else list(row)
-            self._rewrite(old_rows)
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(
-                {k: _fmt(v) for k, v in row.items()})
+            columns = self.columns + new if self.columns else list(row)
+            self.columns, old_columns = columns, self.columns
+            try:
+                self._rewrite(old_rows)
+            except BaseException:
+                self.columns = old_columns
+                raise
+        line = io.StringIO()
+        csv.DictWriter(line, fieldnames=self.columns, extrasaction="ignore").writerow(
+            {k: _fmt(v) for k, v in row.items()})
+        # One write of the whole row; a failed one (a full disk) is cut off again, so the
+        # file never ends in half a row.
+        data = memoryview(line.getvalue().encode())
+        with self.path.open("ab", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[f.write(data):]
+            except BaseException as e:
+                f.truncate(end)
+                if isinstance(e, OSError) and e.filename is None:
+                    e.filename = str(self.path)
+                raise
 
 
 def _fmt(v: Any) -> Any:
