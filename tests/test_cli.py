@@ -104,7 +104,7 @@ def test_round_trip(tmp_path, capsys):
     assert main(["run", "--dir", str(exp), "--steps", "3072"]) == 0
     assert int(read_metrics(exp)[-1]["env_steps"]) == 3072
 
-    assert main(["cleanup", "--dir", str(exp)]) == 0
+    assert main(["cleanup", "--dir", str(exp), "--yes"]) == 0
     assert not (exp / "metrics.csv").exists() and not list_checkpoints(exp / "checkpoints")
     assert (exp / "config.yaml").is_file()
 

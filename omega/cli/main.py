@@ -1,6 +1,8 @@
 """The ``omega`` command: make, run, eval, play, cleanup, envs.
 
-Every user error prints one line (``omega: error: ...``) and exits with code 2.
+Every error prints one line (``omega: error: ...``) and exits with a code that says what
+kind (``omega.errors``): 2 a problem the user can fix, 3 a file that could not be read or
+written, 4 training diverged; a run stopped by SIGINT / SIGTERM exits 130 / 143.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
-from omega.errors import OmegaError
+from omega.errors import EXIT_IO, IOFailure, OmegaError, describe_os_error
 
 EXAMPLES = """\
 examples:
@@ -37,8 +40,10 @@ def _add_make(sub) -> None:
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="train (resumes from the newest checkpoint)",
                        description="Train the experiment's agent. Resumes from the newest "
-                                   "checkpoint in DIR/checkpoints when there is one. Ctrl-C "
-                                   "saves a checkpoint and exits.")
+                                   "checkpoint in DIR/checkpoints when there is one (MuZero: "
+                                   "with the replay saved with it). Ctrl-C or SIGTERM saves a "
+                                   "checkpoint and exits (130 / 143). One run per dir at a "
+                                   "time: a second one exits 2 naming the first.")
     p.add_argument("--dir", required=True, help="experiment dir made by 'omega make'")
     p.add_argument("--device", default="cpu",
                    help="cpu (default), gpu or gpu:N: one device; gpu:all (or cpu:all): "
@@ -91,9 +96,14 @@ def _add_eval(sub) -> None:
 
 def _add_play(sub) -> None:
     p = sub.add_parser("play", help="replay a recorded episode in the terminal or as a GIF",
-                       description="Replay an NLE ttyrec recording. FILE may be an experiment "
-                                   "dir: its newest recorded episode is used.")
+                       description="Replay one episode of an NLE ttyrec recording (a file "
+                                   "can hold several), without NetHack's quit and end-of-game "
+                                   "screens. FILE may be an experiment dir: its newest "
+                                   "recording with a finished episode is used.")
     p.add_argument("--file", required=True, help="a .ttyrec3.bz2 file or an experiment dir")
+    p.add_argument("--episode", type=int, default=None, metavar="K",
+                   help="the K-th episode in the file, from 1 (default: the newest finished "
+                        "one)")
     p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (default 1)")
     p.add_argument("--gif", default=None, help="write an animated GIF here instead of playing")
     p.add_argument("--fps", type=float, default=8.0, help="GIF frames per second (default 8)")
@@ -102,10 +112,16 @@ def _add_play(sub) -> None:
 
 def _add_cleanup(sub) -> None:
     p = sub.add_parser("cleanup", help="delete a run's outputs, keep its config",
-                       description="Delete checkpoints, episodes, metrics.csv and tb/ of an "
-                                   "experiment, keeping config.yaml, so it can be run afresh.")
+                       description="Delete the files runs wrote into an experiment dir made "
+                                   "by 'omega make' (checkpoints, replays, recordings, "
+                                   "metrics.csv, TensorBoard and W&B files, known by name), "
+                                   "keeping config.yaml and every other file, so it can be run "
+                                   "afresh. Lists them and asks first.")
     p.add_argument("--dir", required=True, help="experiment dir")
-    p.add_argument("--keep-checkpoint", action="store_true", help="keep the newest checkpoint")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the newest checkpoint (and its replay)")
+    p.add_argument("--yes", action="store_true",
+                   help="delete without asking (needed when stdin is not a terminal)")
 
 
 def _add_bench(sub) -> None:
@@ -170,8 +186,12 @@ def cmd_run(args) -> int:
 
             train(args.dir, device=args.device, total_env_steps=args.steps,
                   use_wandb=args.wandb)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return 128 + getattr(e, "signum", signal.SIGINT)
+    except OSError as e:
+        raise IOFailure(f"{describe_os_error(e)}; the checkpoints and metrics.csv rows written "
+                        f"before are intact, and 'omega run --dir {args.dir}' resumes from the "
+                        "newest checkpoint") from None
     return 0
 
 
@@ -180,11 +200,12 @@ def cmd_eval(args) -> int:
 
     from omega.agents import build_agent
     from omega.config import config_hash
+    from omega.errors import DivergedError
     from omega.training.checkpoint import latest_checkpoint, load_checkpoint
     from omega.training.device import resolve_device
     from omega.training.evaluate import evaluate, evaluation_params
     from omega.training.experiment import CHECKPOINT_DIR, load_experiment
-    from omega.training.loop import probe_env
+    from omega.training.loop import all_finite, probe_env
 
     cfg = load_experiment(args.dir)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
@@ -216,6 +237,9 @@ def cmd_eval(args) -> int:
         state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
         greedy = cfg.eval.greedy if args.greedy is None else args.greedy
         params = evaluation_params(agent, state, average=not args.current_params)
+        if not all_finite(params):
+            raise DivergedError(f"checkpoint '{ckpt}' holds NaN or infinite parameters (its run "
+                                "diverged); evaluate an earlier one with --checkpoint")
         result = evaluate(agent, params, search_cfg, episodes, seed, greedy=greedy)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()
@@ -258,35 +282,96 @@ def _print_eval_table(data, ckpt) -> None:
 def cmd_play(args) -> int:
     from omega.training.experiment import recorded_episodes
     from omega.viz.render import play_in_terminal, write_gif
-    from omega.viz.ttyrec import read_ttyrec
+    from omega.viz.ttyrec import read_ttyrec, select_game, slice_episode
 
+    if args.speed <= 0:
+        raise OmegaError(f"--speed must be positive, got {args.speed}")
     path = Path(args.file)
     if path.is_dir():
         files = recorded_episodes(path)
         if not files:
             raise OmegaError(f"'{path}' holds no recorded episodes (see record.every_n_episodes)")
-        path = files[-1]
+        # The newest recording with a finished episode: the newest file is often the game
+        # that was still running when training stopped.
+        for candidate in reversed(files):
+            episode = read_ttyrec(candidate)
+            game, number, games = select_game(episode, args.episode)
+            if game.finished or args.episode is not None:
+                break
+        else:
+            episode = read_ttyrec(files[-1])
+            game, number, games = select_game(episode, args.episode)
+            candidate = files[-1]
+        path = candidate
     elif not path.exists():
         raise OmegaError(f"episode file '{path}' not found")
-    if args.speed <= 0:
-        raise OmegaError(f"--speed must be positive, got {args.speed}")
-    episode = read_ttyrec(path)
+    else:
+        episode = read_ttyrec(path)
+        game, number, games = select_game(episode, args.episode)
+    state = "" if game.finished else ", unfinished: the recording stopped while it ran"
+    what = (f"episode {number} of {len(games)} in {path.name} ({len(game)} frames, "
+            f"{game.start}..{game.stop - 1}{state})")
+    episode = slice_episode(episode, game.start, game.stop)
     if args.gif:
         write_gif(episode, args.gif, fps=args.fps, max_frames=args.max_frames)
-        print(f"omega: wrote {args.gif} ({path.name})")
+        print(f"omega: wrote {args.gif}: {what}")
     else:
         play_in_terminal(episode, speed=args.speed)
+        print(f"omega: played {what}")
     return 0
 
 
 def cmd_cleanup(args) -> int:
-    from omega.training.experiment import cleanup_experiment
+    from omega.training.experiment import (
+        MARKER_FILE,
+        ExperimentLock,
+        delete_outputs,
+        is_made_by_omega,
+        load_experiment,
+        run_outputs,
+    )
 
-    removed = cleanup_experiment(args.dir, keep_checkpoint=args.keep_checkpoint)
-    print(f"omega: removed {len(removed)} item(s) from {args.dir}")
-    for item in removed:
-        print(f"  {item}")
+    exp_dir = Path(args.dir)
+    load_experiment(exp_dir)
+    if not is_made_by_omega(exp_dir):
+        raise OmegaError(f"'{exp_dir}' was not made by 'omega make' (it has no {MARKER_FILE} "
+                         "file), so omega cannot tell its outputs from your files and deletes "
+                         f"nothing; if an older omega made it, 'touch {exp_dir / MARKER_FILE}' "
+                         "marks it")
+    with ExperimentLock(exp_dir, "omega cleanup"):
+        doomed, others = run_outputs(exp_dir, keep_checkpoint=args.keep_checkpoint)
+        if not doomed:
+            print(f"omega: nothing to delete in {exp_dir}")
+            return 0
+        size = sum(_size(p) for p in doomed)
+        print(f"omega: cleanup deletes {len(doomed)} item(s), {size / 1e6:,.1f} MB, from "
+              f"{exp_dir}:")
+        for path in doomed:
+            print(f"  {path.relative_to(exp_dir)}")
+        if others:
+            print(f"omega: and keeps {len(others)} file(s) omega did not write: "
+                  + ", ".join(str(p.relative_to(exp_dir)) for p in others))
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise OmegaError("stdin is not a terminal, so cleanup cannot ask; pass --yes "
+                                 "to delete the items listed above")
+            try:
+                answer = input(f"Delete these {len(doomed)} item(s)? [y/N] ").strip().lower()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                answer = ""
+            if answer not in ("y", "yes"):
+                print("omega: nothing deleted")
+                return 0
+        delete_outputs(exp_dir, doomed)
+    print(f"omega: deleted {len(doomed)} item(s) from {exp_dir}")
     return 0
+
+
+def _size(path: Path) -> int:
+    if path.is_symlink() or not path.is_dir():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*"))
 
 
 def cmd_bench(args) -> int:
@@ -328,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except OmegaError as e:
         print(f"omega: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except OSError as e:  # a file omega could not read or write: nothing is half-written
+        print(f"omega: error: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_IO
     except ValueError as e:
         # Library-level errors with a user-facing message (e.g. a bad episode file).
         if type(e).__module__.startswith("omega"):

@@ -55,7 +55,13 @@ from omega.training.actor import Actor
 from omega.training.checkpoint import LoopState
 from omega.training.device import resolve_device
 from omega.training.experiment import load_experiment
-from omega.training.loop import RunRecorder, jnp_key, prepare_run, recording_factory
+from omega.training.loop import (
+    RunRecorder,
+    exclusive_run,
+    jnp_key,
+    prepare_run,
+    recording_factory,
+)
 
 SUPPORTED_AGENTS = ("ppo", "random", "muzero")
 # Agents whose replay keeps each env's steps as one stream: they learn from rounds of one
@@ -430,7 +436,7 @@ def train_distributed(exp_dir: str | Path, device: str | None = None,
         describe += f", learning from rounds of {n_actors * cfg.env.num_envs} envs"
     if n_reanalyze:
         describe += f", {n_reanalyze} reanalyze workers"
-    with jax.default_device(dev):
+    with exclusive_run(exp_dir, out), jax.default_device(dev):
         run = prepare_run(exp_dir, total_env_steps, dev, out, describe_envs=describe,
                           replay_streams=n_actors * cfg.env.num_envs if rounds else None)
         if run.loop.env_steps >= run.total:

@@ -4,34 +4,69 @@ Layout::
 
     DIR/
       config.yaml        the resolved config (every key, defaults filled in)
-      checkpoints/       ckpt_<env_steps>.msgpack, the newest few
+      .omega             written by 'omega make': marks DIR as an omega experiment
+      run.lock           locked (flock) by the 'omega run' training in DIR, if any
+      checkpoints/       ckpt_<env_steps>.msgpack, the newest few; MuZero also
+                         replay_<env_steps>.msgpack, the replay of the newest one
       episodes/          NLE ttyrec recordings, env_<i>/nle.<pid>.<n>.ttyrec3.bz2
       metrics.csv        one row per log interval, first column env_steps
       tb/                TensorBoard event files
-      eval/              JSON written by 'omega eval --json' when given a bare name
+      wandb/             Weights & Biases run files (omega run --wandb)
+
+Only one ``omega run`` trains in a dir at a time (:class:`ExperimentLock`). ``omega cleanup``
+deletes only the files omega writes there (:func:`run_outputs` knows them by name), and only
+in dirs ``omega make`` created.
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
+import fcntl
+import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 from omega.config import ExperimentConfig, config_to_yaml, load_config
-from omega.errors import OmegaError
+from omega.errors import ConfigError, OmegaError
 
 CONFIG_FILE = "config.yaml"
+MARKER_FILE = ".omega"
+LOCK_FILE = "run.lock"
 CHECKPOINT_DIR = "checkpoints"
 EPISODE_DIR = "episodes"
 METRICS_FILE = "metrics.csv"
 TB_DIR = "tb"
-RUN_OUTPUTS = (CHECKPOINT_DIR, EPISODE_DIR, METRICS_FILE, TB_DIR, "wandb")
+WANDB_DIR = "wandb"
+
+# The files omega (and NLE, TensorBoard, W&B on its behalf) writes into an experiment dir,
+# as paths relative to it; 'omega cleanup' deletes these and nothing else.
+_OUTPUT_PATTERNS = tuple(re.compile(p) for p in (
+    r"checkpoints/(ckpt|replay)_\d{12}\.msgpack",
+    r"checkpoints/\.(ckpt|replay)_\d{12}\.msgpack[^/]*\.tmp",  # a killed write's temp file
+    r"metrics\.csv(\.tmp)?",
+    r"tb/events\.out\.tfevents\.[^/]+",
+    r"episodes/env_\d{3,}/nle\.\d+\.\d+\.ttyrec\d?(\.bz2)?",
+    r"episodes/env_\d{3,}/nle\.\d+\.xlogfile",
+    r"wandb/(offline-run|run)-[^/]+",  # a W&B run dir (deleted as a whole)
+    r"wandb/latest-run",
+    r"wandb/debug(-internal|-cli\.[^/]+)?\.log",
+))
+# Folders omega makes; emptied of omega's files, the ones below are removed too.
+_OUTPUT_DIRS = (CHECKPOINT_DIR, EPISODE_DIR, TB_DIR, WANDB_DIR)
+_REMOVABLE_DIRS = (re.compile(r"episodes/env_\d{3,}"), re.compile(r"tb"),
+                   re.compile(r"wandb"))
 
 
 def make_experiment(config_path: str | Path, output_dir: str | Path) -> Path:
     """Validates the config and creates the experiment dir; refuses an existing one."""
     cfg = load_config(config_path)
+    if cfg.env.options:
+        _check_env_options(cfg, config_path)
     out = Path(output_dir)
     if out.exists():
         raise OmegaError(f"output dir '{out}' already exists; choose a new --output-dir "
@@ -40,7 +75,13 @@ def make_experiment(config_path: str | Path, output_dir: str | Path) -> Path:
     # Build it under a temp name and rename, so a failure leaves nothing half-made.
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     try:
+        from omega import __version__
+
         (tmp / CONFIG_FILE).write_text(config_to_yaml(cfg))
+        (tmp / MARKER_FILE).write_text(json.dumps({
+            "made_by": "omega make", "omega_version": __version__,
+            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }) + "\n")
         (tmp / CHECKPOINT_DIR).mkdir()
         (tmp / EPISODE_DIR).mkdir()
         os.rename(tmp, out)
@@ -48,6 +89,19 @@ def make_experiment(config_path: str | Path, output_dir: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _check_env_options(cfg: ExperimentConfig, config_path: str | Path) -> None:
+    """Builds the env once with ``env.options``: an option it does not take (or a value it
+    rejects) is a config error now rather than a crash at 'omega run'."""
+    from omega.envs import EnvFactory, options_error
+
+    try:
+        env = EnvFactory.from_config(cfg.env)(0)
+    except Exception as e:
+        raise ConfigError(f"{config_path}: {options_error(cfg.env.id, dict(cfg.env.options), e)}"
+                          ) from None
+    env.close()
 
 
 def load_experiment(exp_dir: str | Path) -> ExperimentConfig:
@@ -61,30 +115,144 @@ def load_experiment(exp_dir: str | Path) -> ExperimentConfig:
     return load_config(exp_dir / CONFIG_FILE)
 
 
-def cleanup_experiment(exp_dir: str | Path, keep_checkpoint: bool = False) -> list[str]:
-    """Deletes what runs produced, keeping config.yaml (and optionally the last checkpoint)."""
-    exp_dir = Path(exp_dir)
-    load_experiment(exp_dir)
-    removed = []
-    for name in RUN_OUTPUTS:
-        path = exp_dir / name
-        if not path.exists():
-            continue
-        if name == CHECKPOINT_DIR and keep_checkpoint:
-            from omega.training.checkpoint import list_checkpoints
+# ---------------------------------------------------------------------------------------------
+# One run at a time
 
-            for old in list_checkpoints(path)[:-1]:
-                old.unlink()
-                removed.append(str(old))
-            continue
-        if path.is_dir():
+
+class ExperimentLock:
+    """An exclusive ``flock`` on ``DIR/run.lock`` for as long as a command writes to DIR.
+
+    The kernel releases it when the holder exits, however it exits (a SIGKILLed run leaves no
+    stale lock). Env worker processes are started by the forkserver and do not inherit it.
+    The file keeps the holder's pid, host and start time, for the error a second command
+    gets; it is not deleted (deleting a lock file races with the next locker).
+    """
+
+    def __init__(self, exp_dir: str | Path, command: str):
+        self.exp_dir, self.command = Path(exp_dir), command
+        self.path = self.exp_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> ExperimentLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise OmegaError(
+                f"experiment dir '{self.exp_dir}' is in use by {self._holder()}; wait for it "
+                "to finish or stop it, then try again") from None
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps({
+            "pid": os.getpid(), "command": self.command, "host": socket.gethostname(),
+            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }) + "\n").encode())
+        return self
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text())
+            return (f"'{info['command']}' (pid {info['pid']} on {info['host']}, since "
+                    f"{info['since']})")
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another omega process (its lock file names no pid yet)"
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+
+
+def remove_stale_files(exp_dir: str | Path) -> list[Path]:
+    """Deletes what a killed run can leave half-done: the temp files of checkpoint, replay
+    and metrics.csv writes, and a replay file whose checkpoint was never completed. Call
+    under the experiment's lock."""
+    from omega.training.checkpoint import (
+        checkpoint_steps,
+        list_checkpoints,
+        list_replays,
+        remove_stale_temp_files,
+    )
+
+    exp_dir = Path(exp_dir)
+    ckpt_dir = exp_dir / CHECKPOINT_DIR
+    removed = remove_stale_temp_files(ckpt_dir)
+    ckpt_steps = {checkpoint_steps(p) for p in list_checkpoints(ckpt_dir)}
+    for path in list_replays(ckpt_dir):
+        if checkpoint_steps(path) not in ckpt_steps:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    tmp = exp_dir / (METRICS_FILE + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+        removed.append(tmp)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup
+
+
+def is_made_by_omega(exp_dir: str | Path) -> bool:
+    return (Path(exp_dir) / MARKER_FILE).is_file()
+
+
+def run_outputs(exp_dir: str | Path, keep_checkpoint: bool = False
+                ) -> tuple[list[Path], list[Path]]:
+    """(omega's outputs in DIR, the other files in its output folders): the paths 'omega
+    cleanup' deletes, and those it leaves (a W&B run dir is one path). With
+    ``keep_checkpoint`` the newest checkpoint and its replay are left too."""
+    from omega.training.checkpoint import latest_checkpoint, replay_path
+
+    exp_dir = Path(exp_dir)
+    keep: set[Path] = set()
+    if keep_checkpoint:
+        newest = latest_checkpoint(exp_dir / CHECKPOINT_DIR)
+        if newest is not None:
+            from omega.training.checkpoint import checkpoint_steps
+
+            keep = {newest, replay_path(exp_dir / CHECKPOINT_DIR, checkpoint_steps(newest))}
+    ours: list[Path] = []
+    others: list[Path] = []
+
+    def visit(path: Path) -> None:
+        rel = path.relative_to(exp_dir).as_posix()
+        if any(p.fullmatch(rel) for p in _OUTPUT_PATTERNS):
+            if path not in keep:
+                ours.append(path)
+        elif path.is_dir() and not path.is_symlink():
+            for child in sorted(path.iterdir()):
+                visit(child)
+        else:
+            others.append(path)
+
+    for name in (METRICS_FILE, METRICS_FILE + ".tmp"):
+        if (exp_dir / name).exists():
+            visit(exp_dir / name)
+    for name in _OUTPUT_DIRS:
+        if (exp_dir / name).is_dir():
+            visit(exp_dir / name)
+    return ours, others
+
+
+def delete_outputs(exp_dir: str | Path, paths: list[Path]) -> None:
+    """Deletes ``paths`` (from :func:`run_outputs`), then the output folders left empty
+    (``checkpoints/`` and ``episodes/`` stay)."""
+    exp_dir = Path(exp_dir)
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
-            path.unlink()
-        removed.append(str(path))
+            path.unlink(missing_ok=True)
+    for folder in sorted((p for p in exp_dir.rglob("*") if p.is_dir()), reverse=True):
+        rel = folder.relative_to(exp_dir).as_posix()
+        if any(p.fullmatch(rel) for p in _REMOVABLE_DIRS) and not any(folder.iterdir()):
+            folder.rmdir()
     (exp_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
     (exp_dir / EPISODE_DIR).mkdir(exist_ok=True)
-    return removed
 
 
 def recorded_episodes(exp_dir: str | Path) -> list[Path]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
+import csv
 import dataclasses
 import math
 import signal
@@ -24,14 +26,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from omega.agents import build_agent
 from omega.agents.parallel import DataParallel
 from omega.config import ExperimentConfig, config_hash, config_to_dict
-from omega.envs import EnvFactory
+from omega.envs import EnvFactory, options_error
 from omega.envs.vector import EpisodeStats, VectorEnv
-from omega.errors import CheckpointError, OmegaError
+from omega.errors import CheckpointError, ConfigError, DivergedError, OmegaError
 from omega.training.actor import Actor
 from omega.training.checkpoint import (
     LoopState,
@@ -47,8 +50,11 @@ from omega.training.device import resolve_devices, wants_all_devices
 from omega.training.experiment import (
     CHECKPOINT_DIR,
     EPISODE_DIR,
+    METRICS_FILE,
+    ExperimentLock,
     load_experiment,
     prune_episodes,
+    remove_stale_files,
 )
 from omega.training.metrics import MetricsLogger
 from omega.training.progress import Progress
@@ -59,14 +65,71 @@ def param_count(tree: Any) -> int:
 
 
 def probe_env(cfg: Any) -> tuple[dict[str, np.ndarray], int]:
-    """One observation (batched to [1, ...]) and the number of actions of the configured env."""
-    env = EnvFactory.from_config(cfg.env)(0)
+    """One observation (batched to [1, ...]) and the number of actions of the configured env.
+
+    Raises :class:`ConfigError` when ``env.options`` cannot build the env."""
+    try:
+        env = EnvFactory.from_config(cfg.env)(0)
+    except Exception as e:
+        if not cfg.env.options:
+            raise
+        raise ConfigError(options_error(cfg.env.id, dict(cfg.env.options), e)) from None
     try:
         obs, _ = env.reset(seed=cfg.seed)
         num_actions = int(env.action_space.n)
     finally:
         env.close()
     return {k: v[None] for k, v in obs.items()}, num_actions
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal after saving its checkpoint; ``signum`` says which (the
+    CLI exits with 128 + signum: 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+@contextlib.contextmanager
+def exclusive_run(exp_dir: Path, out):
+    """Holds the experiment's lock for a training run (a second 'omega run' on the dir
+    stops with an error naming this one) and first removes what a killed run left half-done
+    (temp files, a replay whose checkpoint never completed)."""
+    load_experiment(exp_dir)  # a clear error for a dir that is no experiment
+    with ExperimentLock(exp_dir, "omega run"):
+        removed = remove_stale_files(exp_dir)
+        if removed:
+            names = ", ".join(str(p.relative_to(exp_dir)) for p in removed)
+            print(f"omega: removed {len(removed)} file(s) a killed run left unfinished: "
+                  f"{names}", file=out)
+        yield
+
+
+def _metrics_extent(path: Path) -> tuple[int, int]:
+    """(rows, env steps of the last row) of a metrics.csv; (0, 0) when it has none."""
+    if not path.is_file():
+        return 0, 0
+    with path.open(newline="") as f:
+        steps = [r.get("env_steps", "") for r in csv.DictReader(f)]
+    last = steps[-1] if steps else ""
+    return len(steps), int(float(last)) if last.replace(".", "", 1).isdigit() else 0
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every float in ``tree`` (params, a state) is finite (no NaN, no inf)."""
+    return bool(_all_finite(tree))
+
+
+def _is_loss(name: str) -> bool:
+    return name in ("loss", "grad_norm") or name.endswith("_loss")
 
 
 def _mean(xs: list[float]) -> float:
@@ -126,8 +189,19 @@ def prepare_run(exp_dir: Path, total_env_steps: int | None, device: Any, out,
     loop = LoopState(env_steps=0, updates=0, episodes=0, rng=np.asarray(rng))
 
     ckpt = latest_checkpoint(exp_dir / CHECKPOINT_DIR)
+    if ckpt is None:
+        rows, last = _metrics_extent(exp_dir / METRICS_FILE)
+        if rows:
+            raise OmegaError(
+                f"'{exp_dir}' has {METRICS_FILE} with {rows} rows (up to {last:,} env steps) "
+                f"but no checkpoint in {CHECKPOINT_DIR}/ to continue them from; a run would "
+                f"start from 0 and replace them: move {METRICS_FILE} away, or 'omega cleanup "
+                f"--dir {exp_dir}' to start afresh")
     if ckpt is not None:
         state, loop = load_checkpoint(ckpt, state, chash)
+        if not all_finite(agent.params(state)):
+            raise DivergedError(f"checkpoint '{ckpt}' holds NaN or infinite parameters (its "
+                                "run diverged); delete it to resume from the one before")
         print(f"omega: resuming from {ckpt.name} at {loop.env_steps:,} env steps", file=out)
         if hasattr(agent, "restore_replay") and loop.env_steps < total:
             _restore_replay(agent, cfg, exp_dir / CHECKPOINT_DIR, loop.env_steps, chash,
@@ -188,6 +262,10 @@ class RunRecorder:
         self.last_log_steps = self.last_ckpt_steps = run.loop.env_steps
         self.window_start = time.perf_counter()
         self.stop_signal: int | None = None
+        self.diverged = False
+        # Agents that count train steps (MuZero) log NaN losses until their first one.
+        steps = getattr(run.state, "train_steps", None)
+        self._train_steps = None if steps is None else float(steps)
         self._old_handlers = {s: signal.signal(s, self._on_signal)
                               for s in (signal.SIGINT, signal.SIGTERM)}
         self.progress = Progress(total=run.total, start=run.loop.env_steps, out=out)
@@ -200,9 +278,11 @@ class RunRecorder:
                columns: Mapping[str, float]) -> bool:
         """Logs a row when one is due (``columns`` are backend counters) and checkpoints.
 
-        Returns whether a row was written.
+        Returns whether a row was written. Raises :class:`DivergedError` (and saves
+        nothing from then on) when a loss or a parameter is NaN or infinite.
         """
         cfg = self.run.cfg
+        self._check_finite(state, loop, metrics)
         episodes = list(episodes)
         self.window.extend(episodes)
         self.recent.extend((e.episode_return, e.length, e.success) for e in episodes)
@@ -234,6 +314,28 @@ class RunRecorder:
             self.checkpoint(state, loop, rng)
         return logged
 
+    def _check_finite(self, state: Any, loop: LoopState, metrics: Mapping[str, Any]) -> None:
+        trained = True
+        if "train_steps" in metrics:
+            steps = float(metrics["train_steps"])
+            trained = self._train_steps is None or steps > self._train_steps
+            self._train_steps = steps
+        losses = {k: float(v) for k, v in metrics.items() if _is_loss(k)} if trained else {}
+        bad = [f"{k} is {v}" for k, v in losses.items() if not math.isfinite(v)]
+        if not all_finite(self.run.agent.params(state)):
+            bad.append("the parameters hold NaN or inf")
+        if not bad:
+            return
+        self.diverged = True
+        newest = latest_checkpoint(self.run.exp_dir / CHECKPOINT_DIR)
+        kept = (f"{newest.name} is the newest checkpoint, from before it" if newest is not None
+                else "no checkpoint was written before it")
+        agent = self.run.cfg.agent_type
+        raise DivergedError(
+            f"training diverged at {loop.env_steps:,} env steps (update {loop.updates:,}): "
+            f"{', '.join(bad)}; stopped without saving, {kept}; check the reward scale "
+            f"(env.reward_shaping) or lower {agent}.learning_rate (in a new experiment)")
+
     def checkpoint(self, state: Any, loop: LoopState, rng: jax.Array) -> None:
         """Writes the checkpoint, and first the agent's replay when it has one (so every
         checkpoint on disk has its replay until the next one is complete)."""
@@ -253,7 +355,7 @@ class RunRecorder:
         for s, h in self._old_handlers.items():
             signal.signal(s, h)
         self.progress.close()
-        if loop.env_steps > self.last_ckpt_steps:
+        if loop.env_steps > self.last_ckpt_steps and not self.diverged:
             self.checkpoint(state, loop, rng)
 
     def close_sinks(self) -> None:
@@ -266,7 +368,7 @@ class RunRecorder:
         if self.stop_signal is not None:
             print(f"omega: stopped by signal {self.stop_signal} at {loop.env_steps:,} env "
                   "steps; checkpoint saved, 'omega run' resumes", file=self.out)
-            raise KeyboardInterrupt
+            raise Interrupted(self.stop_signal)
         print(f"omega: done, {loop.env_steps:,} env steps, {loop.episodes:,} episodes; "
               f"evaluate with 'omega eval --dir {self.run.exp_dir}'", file=self.out)
 
@@ -280,7 +382,7 @@ def train(exp_dir: str | Path, device: str | None = None, total_env_steps: int |
     where = devices[0] if dp is None else (
         f"{', '.join(str(d) for d in devices)} (data-parallel learning)")
 
-    with jax.default_device(devices[0]):
+    with exclusive_run(exp_dir, out), jax.default_device(devices[0]):
         run = prepare_run(exp_dir, total_env_steps, where, out, data_parallel=dp)
         if run.loop.env_steps >= run.total:
             return run.loop
