@@ -2,7 +2,8 @@
 
 Every key is documented in ``docs/configuration.md``. Validation is strict: an unknown key,
 a value of the wrong type or out of range, or an unknown env id raises :class:`ConfigError`
-with one line naming the key and the fix.
+with one line naming the key and the fix. A file may derive from another with
+``base: other.yaml`` (:func:`load_config_data`).
 """
 
 from __future__ import annotations
@@ -330,8 +331,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    path = Path(path)
+BASE_KEY = "base"
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The YAML mapping of one config file, as written (a ``base`` key not yet resolved)."""
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found; pass an existing YAML file "
                           "(see configs/ for examples)")
@@ -356,6 +360,52 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"config file '{path}' is empty (or only comments); write the keys "
                           "to set, e.g. 'agent_type: ppo' (docs/configuration.md), or '{}' "
                           "for every default")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping of keys, e.g. "
+                          "'agent_type: ppo'")
+    return data
+
+
+def merge_config_data(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` on top: mappings merge key by key, any other value (a number,
+    a string, a list) replaces the base's."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config_data(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The config mapping of a file with its ``base`` chain resolved: a file that says
+    ``base: other.yaml`` (a path relative to its own folder) is ``other.yaml``'s mapping with
+    its own keys merged on top (:func:`merge_config_data`). Not yet validated."""
+    path = Path(path)
+    data = _read_mapping(path)
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: config key '{BASE_KEY}' must be the path of another config "
+                          f"file (relative to {path.parent or '.'}), got {base!r}")
+    base_path = path.parent / base
+    here = path.resolve()
+    chain = (*_chain, here)
+    if base_path.resolve() in chain:
+        names = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: config key '{BASE_KEY}' makes a loop ({names}); "
+                          "one of these files must not name a base")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: config key '{BASE_KEY}': '{base}' not found (looked for "
+                          f"'{base_path}'); the path is relative to the file's folder")
+    return merge_config_data(load_config_data(base_path, chain), data)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    data = load_config_data(path)
     try:
         return config_from_dict(data)
     except ConfigError as e:

@@ -15,6 +15,7 @@ from omega.config import (
     config_to_dict,
     config_to_yaml,
     load_config,
+    load_config_data,
 )
 from omega.errors import ConfigError
 
@@ -118,7 +119,7 @@ def test_hash_ignores_budget_but_not_model():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_configs_load(path):
     cfg = load_config(path)
-    assert yaml.safe_load(path.read_text())["agent_type"] == cfg.agent_type
+    assert load_config_data(path)["agent_type"] == cfg.agent_type
 
 
 @pytest.mark.parametrize("with_memory, without_memory, allowed", [
@@ -171,3 +172,50 @@ def test_config_hash_is_stable_across_new_keys(path, expected):
 
     root = Path(__file__).resolve().parents[1]
     assert config_hash(load_config(root / path)) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# base: a config derived from another
+
+
+def test_base_merges_mappings_and_replaces_the_rest(tmp_path):
+    write(tmp_path, "agent_type: ppo\nenv:\n  id: MiniHack-Room-5x5-v0\n  num_envs: 8\n"
+                    "  observation:\n    keys: [glyphs_crop, blstats]\n    crop_size: 9\n"
+                    "ppo:\n  learning_rate: 0.001\n", "recipe.yaml")
+    (tmp_path / "tasks").mkdir()
+    child = write(tmp_path / "tasks", "base: ../recipe.yaml\nenv:\n  id: MiniHack-Room-Dark-5x5-v0\n"
+                                      "  observation:\n    keys: [glyphs_crop]\n", "dark.yaml")
+    cfg = load_config(child)
+    assert cfg.agent_type == "ppo"
+    assert cfg.env.id == "MiniHack-Room-Dark-5x5-v0"
+    assert cfg.env.num_envs == 8  # kept from the base
+    assert cfg.env.observation.keys == ("glyphs_crop",)  # a list replaces the base's
+    assert cfg.env.observation.crop_size == 9
+    assert cfg.ppo.learning_rate == 0.001
+    assert "base" not in load_config_data(child)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("base: missing.yaml\n", "config key 'base': 'missing.yaml' not found"),
+    ("base: 3\n", "config key 'base' must be the path of another config file"),
+    ("base: cfg.yaml\n", "config key 'base' makes a loop"),
+])
+def test_bad_base_exits_2_with_one_line(tmp_path, capsys, text, expected):
+    code, err = run_make(tmp_path, text, capsys)
+    assert code == 2 and expected in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_base_errors_after_the_merge_name_the_file(tmp_path):
+    write(tmp_path, "agent_type: ppo\n", "recipe.yaml")
+    child = write(tmp_path, "base: recipe.yaml\nppo:\n  learnig_rate: 0.1\n", "child.yaml")
+    with pytest.raises(ConfigError, match="child.yaml: unknown config key 'ppo.learnig_rate'"):
+        load_config(child)
+
+
+def test_made_experiment_holds_the_resolved_config(tmp_path, capsys):
+    write(tmp_path, "agent_type: random\nenv:\n  num_envs: 4\n  num_workers: 1\n", "recipe.yaml")
+    child = write(tmp_path, "base: recipe.yaml\nseed: 3\n", "child.yaml")
+    assert main(["make", "--config", str(child), "--output-dir", str(tmp_path / "exp")]) == 0
+    data = yaml.safe_load((tmp_path / "exp" / "config.yaml").read_text())
+    assert "base" not in data and data["seed"] == 3 and data["env"]["num_envs"] == 4
