@@ -23,7 +23,8 @@ EXPECTED_IDS = (
     ["Omega-RandomRoom-v0", "Omega-RandomRoom-5x5-v0", "Omega-RandomRoom-10x10-v0",
      "Omega-Memory-v0"]
     + [f"Omega-Memory-K{k}-v0" for k in range(4, 12)]
-    + ["Omega-CreditAssignment-v0", "Omega-Retreat-v0", "Omega-StochasticTrap-v0"]
+    + ["Omega-CreditAssignment-v0", "Omega-Retreat-v0", "Omega-StochasticTrap-v0",
+       "Omega-AvoidFuzzyBear-v0"]
 )
 
 UP, DOWN = tasks.ACTION_INDEX[(0, -1)], tasks.ACTION_INDEX[(0, 1)]
@@ -309,6 +310,48 @@ def test_stochastic_trap_both_kinds_occur_on_the_path():
     assert lengths["pit"] and lengths["board"]
     # Same start, same intended moves: the pit holds the hero for a few turns.
     assert min(lengths["pit"]) > max(lengths["board"])
+
+
+# ---------------------------------------------------------------------------
+# AvoidFuzzyBear
+# ---------------------------------------------------------------------------
+
+
+def test_avoid_fuzzy_bear_scripted_takes_the_sure_thing():
+    env_id = "Omega-AvoidFuzzyBear-v0"
+    env = _make(env_id)
+    rng = np.random.default_rng(0)
+    scripted = [run_episode(env, scripted_policy(env_id), i) for i in range(12)]
+    random = [run_episode(env, None, i, rng) for i in range(40)]
+    env.close()
+    # The scripted walk reaches the safe corner every time, around the hidden trap: +0.6.
+    assert all(ep["ret"] == 0.6 and ep["status"] == SUCCESS and ep["terminated"]
+               and len(ep["rewards"]) == 5 for ep in scripted)
+    # A random walk ends at the trap (2 steps away) more often than at the corner (5 steps).
+    finals = [ep["rewards"][-1] for ep in random if ep["status"] != ABORTED]
+    assert finals.count(-0.5) and finals.count(1.0) and finals.count(0.6)
+    assert finals.count(-0.5) + finals.count(1.0) > finals.count(0.6)
+    assert np.mean([ep["ret"] for ep in random]) < 0.6
+    expected_status = {-0.5: FAILED, 1.0: SUCCESS, 0.6: SUCCESS, 0.0: ABORTED}
+    assert all(ep["status"] == expected_status[ep["rewards"][-1]] for ep in random)
+
+
+def test_avoid_fuzzy_bear_gamble_is_worth_a_quarter():
+    """The trap is a pit or a board 50/50: over many seeds stepping onto it pays about
+    0.5 * -0.5 + 0.5 * 1 = 0.25, less than the corner's 0.6."""
+    env = _make("Omega-AvoidFuzzyBear-v0")
+    finals = []
+    for i in range(60):
+        _seed(env, i)
+        env.reset()
+        env.step(EAST)
+        _, r, term, _, _ = env.step(EAST)
+        assert term and env.unwrapped.outcome in ("pit", "board")
+        finals.append(r)
+    env.close()
+    assert set(finals) == {-0.5, 1.0}
+    assert 0.3 <= finals.count(1.0) / len(finals) <= 0.7
+    assert abs(np.mean(finals) - 0.25) < 0.25
 
 
 # ---------------------------------------------------------------------------

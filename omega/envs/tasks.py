@@ -87,6 +87,25 @@ Tasks
     pit again and again can even kill a low-HP hero: ``DEATH``, reward 0).
     ``max_episode_steps`` = 40.
 
+``Omega-AvoidFuzzyBear-v0``
+    Planning under chance: a gamble against a sure thing.  A lit 9x3 room;
+    the hero starts in its east half.  Two steps east of the start lies a
+    hidden trap that the des-file makes a pit or a squeaky board, 50/50 per
+    episode; stepping onto it ends the episode with -0.5 for the pit
+    (``TASK_FAILED``) and +1 for the board (``TASK_SUCCESSFUL``).  The room's
+    north-west corner, five steps away, is safe: reaching it ends the
+    episode with +0.6 (``TASK_SUCCESSFUL``).  The gamble is worth 0.25 on
+    average, so the safe corner is the right choice; an agent that treats the
+    trap's outcome as fixed, or learns only from its lucky episodes, takes
+    the gamble.  ``max_episode_steps`` = 50 (a time limit, reward 0).
+
+Success
+-------
+Where a task can end with a penalty (the memory task's wrong exit, the
+retreat's death, AvoidFuzzyBear's pit), omega counts an episode as a success
+when it ends (not by the time limit) with a final reward > 0
+(``omega.envs.success_from_reward``), not from ``end_status`` alone.
+
 Seeding
 -------
 NLE ignores the ``seed`` argument of ``reset``.  These envs honour it: after
@@ -126,14 +145,18 @@ __all__ = [
     "MEMORY_MONSTERS",
     "MemoryPolicy",
     "MOVE_ACTIONS",
+    "AVOID_FUZZY_BEAR_REWARDS",
+    "OmegaAvoidFuzzyBear",
     "OmegaCreditAssignment",
     "OmegaMemory",
     "OmegaRandomRoom",
     "OmegaRetreat",
     "OmegaStochasticTrap",
     "OmegaTaskEnv",
+    "SafeCornerPolicy",
     "ScriptedPolicy",
     "TASK_IDS",
+    "avoid_fuzzy_bear_des",
     "credit_assignment_des",
     "memory_des",
     "random_room_des",
@@ -418,6 +441,38 @@ def stochastic_trap_des() -> str:
     )
 
 
+#: AvoidFuzzyBear: the final reward of each ending.
+AVOID_FUZZY_BEAR_REWARDS = {"pit": -0.5, "board": 1.0, "corner": 0.6}
+#: AvoidFuzzyBear map coordinates: start, hidden trap, safe corner.
+_BEAR_START, _BEAR_TRAP, _BEAR_CORNER = (6, 2), (8, 2), (1, 1)
+
+
+def avoid_fuzzy_bear_des() -> str:
+    """AvoidFuzzyBear level: 9x3 lit room, hero at (6,2), hidden pit or squeaky
+    board at (8,2), safe corner (1,1)."""
+    rows = [
+        "-----------",
+        "|.........|",
+        "|.........|",
+        "|.........|",
+        "-----------",
+    ]
+    block, w, h = _map_block(rows)
+    tx, ty = _BEAR_TRAP
+    sx, sy = _BEAR_START
+    return (
+        _HEADER
+        + block
+        + f'REGION:(0,0,{w - 1},{h - 1}),lit,"ordinary"\n'
+        + "IF [50%] {\n"
+        + f'  TRAP:"pit",({tx},{ty})\n'
+        + "} ELSE {\n"
+        + f'  TRAP:"board",({tx},{ty})\n'
+        + "}\n"
+        + f"BRANCH:({sx},{sy},{sx},{sy}),(0,0,0,0)\n"
+    )
+
+
 # --------------------------------------------------------------------------
 # Environments
 # --------------------------------------------------------------------------
@@ -680,6 +735,51 @@ class OmegaStochasticTrap(OmegaTaskEnv):
         return self.StepStatus.RUNNING, 0.0
 
 
+class OmegaAvoidFuzzyBear(OmegaTaskEnv):
+    """A hidden pit (-0.5) or squeaky board (+1), or a safe corner (+0.6)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_episode_steps", 50)
+        self.trap_cell: tuple[int, int] | None = None
+        self.corner_cell: tuple[int, int] | None = None
+        #: What ended the last episode: "pit", "board", "corner" or None.
+        self.outcome: str | None = None
+        super().__init__(*args, des_file=avoid_fuzzy_bear_des(), **kwargs)
+
+    def _task_reset(self, obs):
+        # The level sits somewhere on NetHack's 79x21 map: place the des-file's
+        # cells relative to the hero's start.
+        sx, sy = _agent_pos(obs)
+        dx, dy = sx - _BEAR_START[0], sy - _BEAR_START[1]
+        self.trap_cell = (_BEAR_TRAP[0] + dx, _BEAR_TRAP[1] + dy)
+        self.corner_cell = (_BEAR_CORNER[0] + dx, _BEAR_CORNER[1] + dy)
+        self.outcome = None
+
+    def _task_status(self, obs):
+        pos = _agent_pos(obs)
+        if pos == self.corner_cell:
+            self.outcome = "corner"
+            return self.StepStatus.TASK_SUCCESSFUL, AVOID_FUZZY_BEAR_REWARDS["corner"]
+        if pos == self.trap_cell:
+            self.outcome = _trap_kind(obs["message"])
+            if self.outcome == "pit":
+                return self.StepStatus.TASK_FAILED, AVOID_FUZZY_BEAR_REWARDS["pit"]
+            return self.StepStatus.TASK_SUCCESSFUL, AVOID_FUZZY_BEAR_REWARDS["board"]
+        return self.StepStatus.RUNNING, 0.0
+
+
+def _trap_kind(message: np.ndarray) -> str:
+    """"pit" or "board" from the message of the step onto a trap ("You fall into
+    a pit!", "A board beneath you squeaks ...", "You notice a loose board ...")."""
+    text = bytes(np.asarray(message, np.uint8)).split(b"\0", 1)[0].lower()
+    if b"pit" in text:
+        return "pit"
+    if b"board" in text or b"squeak" in text:
+        return "board"
+    raise RuntimeError(f"Omega-AvoidFuzzyBear: the step onto the trap gave no trap message "
+                       f"({text!r})")
+
+
 # --------------------------------------------------------------------------
 # Scripted policies
 # --------------------------------------------------------------------------
@@ -762,12 +862,35 @@ class CreditAssignmentPolicy(ScriptedPolicy):
         return ACTION_INDEX[(1, 0)] if action is None else action
 
 
+class SafeCornerPolicy(ScriptedPolicy):
+    """AvoidFuzzyBear: walks to the room's north-west corner around the cell
+    two steps east of the start, where the hidden trap is."""
+
+    def reset(self) -> None:
+        self.trap: tuple[int, int] | None = None
+
+    def __init__(self):
+        self.reset()
+
+    def __call__(self, obs) -> int:
+        glyphs = obs["glyphs"]
+        x, y = _agent_pos(obs)
+        if self.trap is None:
+            self.trap = (x + _BEAR_TRAP[0] - _BEAR_START[0], y + _BEAR_TRAP[1] - _BEAR_START[1])
+        floor = _find_glyph_positions(glyphs, lambda g: _cmap(g) == S_ROOM)
+        floor.append((x, y))
+        corner = min(floor, key=lambda p: (p[0] + p[1], p[1]))
+        action = _bfs_first_step(glyphs, (x, y), [corner], avoid=[self.trap])
+        return ACTION_INDEX[(-1, 0)] if action is None else action
+
+
 _POLICIES: dict[str, Callable[[], ScriptedPolicy]] = {
     "Omega-RandomRoom": GoToStairsPolicy,
     "Omega-Memory": MemoryPolicy,
     "Omega-CreditAssignment": CreditAssignmentPolicy,
     "Omega-Retreat": GoToStairsPolicy,
     "Omega-StochasticTrap": GoToStairsPolicy,
+    "Omega-AvoidFuzzyBear": SafeCornerPolicy,
 }
 
 
@@ -799,6 +922,7 @@ def _task_specs() -> dict[str, tuple[str, dict]]:
     specs["Omega-CreditAssignment-v0"] = ("OmegaCreditAssignment", {})
     specs["Omega-Retreat-v0"] = ("OmegaRetreat", {})
     specs["Omega-StochasticTrap-v0"] = ("OmegaStochasticTrap", {})
+    specs["Omega-AvoidFuzzyBear-v0"] = ("OmegaAvoidFuzzyBear", {})
     return specs
 
 
