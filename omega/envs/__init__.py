@@ -32,6 +32,17 @@ from omega.envs.wrappers import (
 
 ENV_PREFIXES = ("NetHack", "MiniHack-", "Omega-")
 ACTION_SETS = ("default", "full")
+# Tasks that can end with a penalty. MiniHack's end status says "successful" whenever an
+# episode reaches one of the level's endings, right or wrong (on Memento-Short-F2 a uniformly
+# random policy scores 1.00 by it), so on these a success is an episode that ends with a final
+# reward > 0 (the env's own reward, before env.reward_shaping).
+SUCCESS_FROM_REWARD_PREFIXES = ("MiniHack-Memento-", "Omega-AvoidFuzzyBear-", "Omega-Retreat-",
+                                "Omega-Memory-")
+
+
+def success_from_reward(env_id: str) -> bool:
+    """Whether ``env_id``'s success is its final reward > 0 rather than its end status."""
+    return env_id.startswith(SUCCESS_FROM_REWARD_PREFIXES)
 
 
 def registered_env_ids() -> list[str]:
@@ -118,7 +129,7 @@ def make(
         raise ValueError(f"{env_id} does not take the full action set ({env.action_space.n} "
                          f"actions, not {len(nethack.ACTIONS)}); use env.action_set: default")
     env = NetHackSeeding(env)
-    env = TimeLimitIsTruncation(env)
+    env = TimeLimitIsTruncation(env, success_from_reward=success_from_reward(env_id))
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
     if step_penalty or success_bonus:
@@ -179,4 +190,5 @@ class EnvFactory:
         )
 
 
-__all__ = ["EnvFactory", "constructor_options", "make", "options_error", "registered_env_ids"]
+__all__ = ["EnvFactory", "SUCCESS_FROM_REWARD_PREFIXES", "constructor_options", "make",
+           "options_error", "registered_env_ids", "success_from_reward"]

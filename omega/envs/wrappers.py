@@ -68,18 +68,28 @@ class NetHackSeeding(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 class TimeLimitIsTruncation(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Reports NLE's step limit as ``truncated`` and adds ``info['success']``."""
+    """Reports NLE's step limit as ``truncated`` and adds ``info['success']``.
 
-    def __init__(self, env: gym.Env):
-        gym.utils.RecordConstructorArgs.__init__(self)
+    Success is MiniHack's end status ``TASK_SUCCESSFUL`` by default. With
+    ``success_from_reward`` it is an episode that ends (not by a time limit) with a final
+    reward > 0, the env's own reward before any shaping: for tasks whose endings include
+    penalties that MiniHack still reports as successful (Memento's squeaky board).
+    """
+
+    def __init__(self, env: gym.Env, success_from_reward: bool = False):
+        gym.utils.RecordConstructorArgs.__init__(self, success_from_reward=success_from_reward)
         gym.Wrapper.__init__(self, env)
+        self.success_from_reward = bool(success_from_reward)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         status = _end_status(info)
         if terminated and status == ABORTED:
             terminated, truncated = False, True
-        info["success"] = status == TASK_SUCCESSFUL
+        if self.success_from_reward:
+            info["success"] = bool(terminated) and float(reward) > 0
+        else:
+            info["success"] = status == TASK_SUCCESSFUL
         return obs, reward, terminated, truncated, info
 
 
