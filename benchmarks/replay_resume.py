@@ -20,7 +20,8 @@ a metrics row; the train section does not change what is learned):
   (default 73,728) and the replay file next to it are on disk; then ``omega run --dir D``
   again (it resumes from that checkpoint and its replay) to the budget, and the same eval.
 
-A run whose ``eval.json`` exists is not run again; ``--collect`` reads the finished runs and
+A run whose ``eval.json`` exists is not run again; ``--collect`` reads the finished runs (and
+any further ``D/eval_<first seed>.json`` of ``omega eval --seed S``) and
 writes the JSON: per seed the eval success of both runs, the replay size at the checkpoint
 (``replay_size`` of its metrics row) and what the resumed run restored (its "restored the
 replay" line), the replay file's size, and the train steps of the first metrics row after the
@@ -149,6 +150,12 @@ def collect(config: Path, seeds: list[int], args) -> dict:
                 "if_training_at_once": new_steps * per_update,
                 "if_refilling_warmup": max(0, new_steps - cfg["warmup_steps"]) * per_update},
             "eval_success": {k: v["success_rate"] for k, v in ev.items()},
+            # Further evals on other episode seeds (omega eval --seed S --json
+            # D/eval_S.json), where they were run.
+            "eval_success_other_seeds": {
+                k: {p.stem.split("_")[1]: json.loads(p.read_text())["success_rate"]
+                    for p in sorted(d.glob("eval_*.json"))}
+                for k, d in (("killed", killed), ("unkilled", unkilled))},
             "eval_success_ci95": {k: v["success_rate_ci95"] for k, v in ev.items()},
             "eval_env_steps": {k: v["env_steps"] for k, v in ev.items()},
             "wall_s": {"killed_then_resumed": json.loads((killed / "run.json").read_text()),
