@@ -58,6 +58,11 @@ them back (``set_search_targets``) and then build the batch (``sample(starts=...
 reanalyze running apart from the train steps (remote workers) draws steps with
 ``sample_positions`` and writes back with ``set_search_targets_if_live``, which skips the
 steps evicted meanwhile.
+
+Persistence: ``state_dict`` returns the buffer as numpy arrays and numbers (the ring arrays
+whole, so its size is set by ``max_size``, not by how much was added) and
+``load_state_dict`` restores it into an empty buffer of the same configuration; the training
+loop saves it with each checkpoint (docs/architecture.md, "Checkpoints and resume").
 """
 
 from __future__ import annotations
