@@ -1,4 +1,4 @@
-"""The ``omega`` command: make, run, eval, play, cleanup, envs.
+"""The ``omega`` command: make, run, eval, play, cleanup, bench, suite, envs.
 
 Every error prints one line (``omega: error: ...``) and exits with a code that says what
 kind (``omega.errors``): 2 a problem the user can fix, 3 a file that could not be read or
@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 from pathlib import Path
 
 from omega.errors import EXIT_IO, IOFailure, OmegaError, describe_os_error
@@ -25,6 +26,7 @@ examples:
   omega run --dir experiments/room5 --backend ray --num-actors 2   # Ray actors + learner
   omega eval --dir experiments/room5 --episodes 100 --seed 0 --json eval.json
   omega play --file experiments/room5 --gif episode.gif   # newest recorded episode
+  omega suite configs/suites/quick.yaml --jobs 2   # train + evaluate a suite, resumably
   omega envs                                   # list the environment ids
 """
 
@@ -137,6 +139,47 @@ def _add_bench(sub) -> None:
                    help="train with train.async_learning on, whatever the config says")
 
 
+def _add_suite(sub) -> None:
+    p = sub.add_parser(
+        "suite", help="train and evaluate every (config, seed) of a suite file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Train every (config, seed) run a suite file names to its budget, evaluate each "
+            "kept checkpoint on the suite's fixed eval episodes, evaluate a uniformly random "
+            "policy on each task, and write per-run results JSON, a summary table (markdown "
+            "and JSON) and learning-curve plots. Every entry is validated first: a bad one "
+            "stops the suite before anything trains. Running it again redoes nothing "
+            "finished and resumes killed runs from their checkpoints. A progress line says "
+            "how many runs are done, running and left.", 79),
+        epilog="suite file format and output layout: docs/suites.md\n"
+               "examples:\n"
+               "  omega suite configs/suites/quick.yaml               # one run at a time\n"
+               "  omega suite configs/suites/original.yaml --jobs 2\n"
+               "  omega suite configs/suites/original.yaml --backend ray --address HOST:6379\n"
+               "  omega suite configs/suites/original.yaml --dry-run     # list the runs")
+    p.add_argument("suite", metavar="SUITE.yaml", help="suite file, e.g. configs/suites/quick.yaml")
+    p.add_argument("--output-dir", default=None,
+                   help="where runs and results go (default: the suite's output_dir, or "
+                        "experiments/suites/<name>)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="runs at a time: local processes (default 1); with --backend ray the "
+                        "Ray tasks in flight (default: all, Ray queues them by free CPUs)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local (default): runs are processes on this machine; ray: each run is "
+                        "a Ray task (pip install 'omega[distributed]'; the output dir must be "
+                        "on a file system every node shares; docs/suites.md)")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: the Ray cluster to join (HOST:PORT of 'ray start "
+                        "--head', or ray://HOST:10001); default: start a local Ray")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, metavar="C",
+                   help="with --backend ray: the CPUs each run's Ray task asks for (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N, for every run")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="only evaluate the random policy on each task (no training)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the suite and list its runs and their state; run nothing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omega", description="Train reinforcement-learning agents (PPO, MuZero, random) on NetHack and MiniHack.",
@@ -151,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_play(sub)
     _add_cleanup(sub)
     _add_bench(sub)
+    _add_suite(sub)
     sub.add_parser("envs", help="list the environment ids",
                    description="List every NetHack, MiniHack and omega env id.")
     return parser
@@ -394,6 +438,45 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_suite(args) -> int:
+    from omega.suite.run import check_outputs, job_state, run_suite
+    from omega.suite.spec import load_suite
+
+    if args.jobs is not None and args.jobs < 1:
+        raise OmegaError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.backend != "ray":
+        if args.address is not None:
+            raise OmegaError("--address needs --backend ray")
+        if args.cpus_per_run != 1.0:
+            raise OmegaError("--cpus-per-run needs --backend ray")
+    if args.cpus_per_run <= 0:
+        raise OmegaError(f"--cpus-per-run must be positive, got {args.cpus_per_run}")
+    suite = load_suite(args.suite, args.output_dir)
+    check_outputs(suite)
+    if args.dry_run:
+        out = suite.output_dir
+        print(f"omega: suite {suite.name} ({args.suite}): {len(suite.runs)} runs, "
+              f"{len(suite.baselines)} random-policy baselines, output {out}")
+        for job in (*suite.baselines, *suite.runs):
+            what = (f"{job.agent_type}, {job.env_id}, budget {job.budget:,} env steps"
+                    if hasattr(job, "budget") else f"random policy, {job.env_id}")
+            print(f"  {job.run_id:<44} {job_state(out, job):<8} {what}")
+        return 0
+    if args.backend == "ray":
+        from omega.training.distributed import check_reachable, import_ray
+
+        import_ray()
+        if args.address is not None:
+            check_reachable(args.address)
+    try:
+        return run_suite(suite, parallel=args.jobs if args.backend == "ray" else (args.jobs or 1),
+                         device=args.device, backend=args.backend, address=args.address,
+                         baselines_only=args.baselines_only, cpus_per_run=args.cpus_per_run)
+    except OSError as e:
+        raise IOFailure(f"{describe_os_error(e)}; finished runs are intact, and the same "
+                        "command resumes the rest") from None
+
+
 def cmd_envs(args) -> int:
     from omega.envs import registered_env_ids
 
@@ -403,7 +486,7 @@ def cmd_envs(args) -> int:
 
 
 COMMANDS = {"make": cmd_make, "run": cmd_run, "eval": cmd_eval, "play": cmd_play,
-            "cleanup": cmd_cleanup, "envs": cmd_envs, "bench": cmd_bench}
+            "cleanup": cmd_cleanup, "envs": cmd_envs, "bench": cmd_bench, "suite": cmd_suite}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,315 @@
+"""omega suite: validation before anything trains, and a tiny suite killed mid-run and run
+again (finished runs are not redone, the killed one resumes from its checkpoint, the summary
+is complete)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omega.cli.main import main
+from omega.errors import ConfigError
+from omega.suite.report import entry_rows, fmt_steps, row_cells
+from omega.suite.spec import checkpoint_every, load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+RANDOM_ROOM = """agent_type: random
+env: {id: MiniHack-Room-5x5-v0, num_envs: 2, num_workers: 1}
+record: {every_n_episodes: 0}
+eval: {num_envs: 2}
+"""
+# One env: 128 env steps per update (the random agent's rollout), so this run checkpoints
+# every few seconds and can be killed between two checkpoints.
+RANDOM_BEAR = """agent_type: random
+env: {id: Omega-AvoidFuzzyBear-v0, num_envs: 1, num_workers: 1}
+record: {every_n_episodes: 0}
+eval: {num_envs: 2}
+"""
+PPO = """agent_type: ppo
+env: {id: MiniHack-Room-5x5-v0, num_envs: 4, num_workers: 1}
+model: {kind: plain, embed_dim: 8, cnn_channels: [], mlp_hidden: 32, output_dim: 32}
+ppo: {rollout_length: 32, num_minibatches: 2}
+"""
+
+
+def write_suite(tmp_path, runs, **top):
+    (tmp_path / "room.yaml").write_text(RANDOM_ROOM)
+    (tmp_path / "bear.yaml").write_text(RANDOM_BEAR)
+    (tmp_path / "ppo.yaml").write_text(PPO)
+    data = {"seeds": [0, 1], "budget": 256, "checkpoints": 2, "baselines": False,
+            "eval": {"episodes": 4, "seed": 1000000}, "runs": runs, **top}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# validation: one line, exit 2, nothing trained
+
+
+@pytest.mark.parametrize("runs, top, expected", [
+    ([{"config": "nope.yaml"}], {}, "runs[0] (nope.yaml): config file"),
+    ([{"config": "room.yaml", "overrides": {"env.num_envz": 4}}], {},
+     "runs[0] (room.yaml): unknown config key 'env.num_envz'; did you mean 'env.num_envs'?"),
+    ([{"config": "room.yaml", "overrides": {"ppo.learning_rate": "fast"}}], {},
+     "config key 'ppo.learning_rate' must be a finite number"),
+    ([{"config": "room.yaml", "overrides": {"train.total_env_steps": 9}}], {},
+     "'train.total_env_steps' is set by the suite; use its 'budget' key instead"),
+    ([{"config": "room.yaml"}], {"overrides": {"seed": 3}},
+     "'seed' is set by the suite; use its 'seeds' key instead"),
+    ([{"config": "ppo.yaml"}], {"budget": {"random": 256}},
+     "no budget for agent_type 'ppo'"),
+    ([{"config": "room.yaml"}, {"config": "room.yaml"}], {},
+     "the name 'random/room' is taken by runs[0]"),
+    ([{"config": "room.yaml", "seedz": [1]}], {}, "unknown key 'seedz'; did you mean 'seeds'?"),
+    ([{"config": "room.yaml"}], {"checkpoint": 3}, "unknown key 'checkpoint'"),
+    ([{"config": "room.yaml", "seeds": [1, 1]}], {}, "names a seed twice"),
+    ([], {}, "'runs' must be a non-empty list"),
+])
+def test_bad_suite_fails_at_once(tmp_path, capsys, runs, top, expected):
+    path = write_suite(tmp_path, runs, **top)
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(["suite", str(path), "--output-dir", str(out_dir)], capsys)
+    assert code == 2, err
+    assert err.startswith("omega: error: ") and expected in err, err
+    assert len(err.splitlines()) == 1
+    assert not out_dir.exists()  # nothing started
+
+
+def test_bad_entry_after_good_ones_stops_everything(tmp_path, capsys):
+    path = write_suite(tmp_path, [{"config": "room.yaml"}, {"config": "bear.yaml"},
+                                  {"config": "ppo.yaml", "overrides": {"model.kind": "cnn"}}])
+    code, _, err = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "runs[2] (ppo.yaml)" in err and "model.kind" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_ray_address_fails_at_once(tmp_path, capsys):
+    pytest.importorskip("ray")
+    path = write_suite(tmp_path, [{"config": "room.yaml"}])
+    t0 = time.perf_counter()
+    code, _, err = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),
+                            "--backend", "ray", "--address", "127.0.0.1:1"], capsys)
+    assert code == 2 and "no Ray cluster answers at --address 127.0.0.1:1" in err, err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert time.perf_counter() - t0 < 60  # fails fast instead of retrying for minutes
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--address", "h:1"], "--address needs --backend ray"),
+    (["--cpus-per-run", "2"], "--cpus-per-run needs --backend ray"),
+])
+def test_bad_flags(tmp_path, capsys, args, expected):
+    path = write_suite(tmp_path, [{"config": "room.yaml"}])
+    code, _, err = run_cli(["suite", str(path)] + args, capsys)
+    assert code == 2 and expected in err
+
+
+def test_resolved_configs(tmp_path):
+    path = write_suite(tmp_path, [{"config": "room.yaml", "seeds": [4], "budget": 1000},
+                                  {"config": "ppo.yaml", "name": "ppo/small",
+                                   "overrides": {"ppo": {"learning_rate": 0.002}}}],
+                       budget={"random": 300, "ppo": 640}, checkpoints=4,
+                       overrides={"env.num_envs": 2})
+    suite = load_suite(path, tmp_path / "out")
+    assert [r.run_id for r in suite.runs] == ["random/room/seed4", "ppo/small/seed0",
+                                               "ppo/small/seed1"]
+    room, ppo0, ppo1 = suite.runs
+    assert room.config["seed"] == 4 and room.budget == 1000
+    assert room.config["train"]["total_env_steps"] == 1000
+    assert room.config["train"]["checkpoint_every_steps"] == checkpoint_every(1000, 4) == 250
+    assert room.config["train"]["keep_checkpoints"] >= 5  # every checkpoint is evaluated
+    assert room.config["eval"] == {**room.config["eval"], "episodes": 4, "seed": 1000000}
+    assert ppo0.config["ppo"]["learning_rate"] == 0.002 and ppo0.budget == 640
+    assert ppo0.config["env"]["num_envs"] == 2  # the suite's overrides
+    assert ppo0.spec_hash != ppo1.spec_hash  # the seed is part of the run
+    assert suite.output_dir == tmp_path / "out"
+
+
+def test_changed_config_is_refused_not_mixed(tmp_path, capsys):
+    path = write_suite(tmp_path, [{"config": "room.yaml"}])
+    suite = load_suite(path, tmp_path / "out")
+    run = suite.runs[0]
+    res = tmp_path / "out" / "results" / run.name / "seed0.json"
+    res.parent.mkdir(parents=True)
+    res.write_text(json.dumps({"spec_hash": "something else"}))
+    code, _, err = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "with another config" in err and len(err.splitlines()) == 1
+
+
+def test_row_cells_and_formats():
+    assert fmt_steps(1_000_000) == "1M" and fmt_steps(500_000) == "500k"
+    assert fmt_steps(51_200) == "51.2k" and fmt_steps(None) == "–"
+    entry = {"name": "ppo/x", "agent_type": "ppo", "env_id": "E", "config": "x.yaml",
+             "budget": 1000, "seeds": [0, 1, 2]}
+
+    def result(seed, rate, steps09):
+        succ = [True] * int(rate * 10) + [False] * (10 - int(rate * 10))
+        return {"name": "ppo/x", "seed": seed, "env_steps": 1000, "train_wall_s": 60.0 * (seed + 1),
+                "steps_to_success_0.9": steps09,
+                "final": {"success_rate": rate, "successes": succ, "mean_return": rate},
+                "curve": [{"env_steps": 1000, "success_rate": rate}]}
+
+    rows = entry_rows([entry], [result(0, 1.0, 500), result(1, 0.5, None)],
+                      {"E": {"eval": {"success_rate": 0.2, "mean_return": 0.1}}})
+    cells = row_cells(rows[0])
+    assert cells["success"] == "0.75" and cells["per_seed"] == "1.00, 0.50 (2 of 3 seeds)"
+    assert cells["steps"] == "500, not reached" and cells["wall"] == "1.0–2.0 min"
+    assert rows[0]["random_success"] == 0.2
+    lo, hi = rows[0]["success_ci95"]  # Wilson over the 20 pooled episodes, 15 successes
+    assert 0.5 < lo < 0.75 < hi < 0.95
+    assert row_cells(entry_rows([entry], [], {})[0])["success"] == "not run"
+
+
+# ---------------------------------------------------------------------------------------------
+# killed mid-run, started again
+
+
+def _wait_for(pred, proc, timeout):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def test_killed_suite_resumes_and_redoes_nothing_finished(tmp_path):
+    # Two configs x two seeds; the bear runs are 768 env steps on one env, checkpointed
+    # every 256, so the suite is killed while one of them trains.
+    path = write_suite(tmp_path, [{"config": "room.yaml"},
+                                  {"config": "bear.yaml", "budget": 768}], checkpoints=3)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "omega", "suite", str(path), "--output-dir", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    results = out / "results"
+    first = [results / "random" / "room" / f"seed{s}.json" for s in (0, 1)]
+    bear0 = out / "runs" / "random" / "bear" / "seed0"
+    log = tmp_path / "first.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        ok = _wait_for(lambda: all(p.is_file() for p in first)
+                       and any((bear0 / "checkpoints").glob("ckpt_*.msgpack")), proc, 240)
+        assert ok, log.read_text()
+        assert not (results / "random" / "bear" / "seed0.json").exists(), \
+            "the run finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the suite, its run and the run's env workers
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {p: p.read_bytes() for p in first}
+    metrics = out / "runs" / "random" / "room" / "seed0" / "metrics.csv"
+    metrics_mtime = metrics.stat().st_mtime_ns
+
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 finished before, 1 to resume, 1 to start" in again.stdout, again.stdout
+    assert "started random/room" not in again.stdout  # finished runs are not redone
+    assert {p: p.read_bytes() for p in first} == before
+    assert metrics.stat().st_mtime_ns == metrics_mtime
+
+    bear_log = (out / "logs" / "random__bear__seed0.log").read_text()
+    assert "resuming from ckpt_" in bear_log, bear_log
+    resumed = json.loads((results / "random" / "bear" / "seed0.json").read_text())
+    assert resumed["status"] == "done" and resumed["env_steps"] == 768
+    assert resumed["killed_segments"] == 1
+    assert resumed["train_wall_s"] > 0
+    # Every kept checkpoint was evaluated: 256, 512 and 768 env steps.
+    assert [c["env_steps"] for c in resumed["curve"]] == [256, 512, 768]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs_planned"] == summary["runs_finished"] == 4
+    assert [(r["name"], [x["seed"] for x in r["runs"]]) for r in summary["rows"]] == \
+        [("random/room", [0, 1]), ("random/bear", [0, 1])]
+    assert all(x["success_rate"] is not None for r in summary["rows"] for x in r["runs"])
+    md = (out / "summary.md").read_text()
+    assert "`random/room`" in md and "`random/bear`" in md and "not run" not in md
+    assert (out / "plots" / "Omega-AvoidFuzzyBear-v0.png").is_file()
+
+
+def test_dry_run_lists_the_runs_and_their_state(tmp_path, capsys):
+    path = write_suite(tmp_path, [{"config": "room.yaml"}], baselines=True)
+    code, out, _ = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),
+                            "--dry-run"], capsys)
+    assert code == 0
+    assert "random/MiniHack-Room-5x5-v0" in out and "random/room/seed1" in out
+    assert out.count(" new ") == 3
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_suites_load():
+    original = load_suite(REPO / "configs" / "suites" / "original.yaml")
+    tasks = {r.env_id for r in original.runs}
+    assert len(tasks) == 19
+    assert {r.agent_type for r in original.runs} == {"ppo", "muzero"}
+    for env_id in tasks:  # both agents on every task
+        assert {r.agent_type for r in original.runs if r.env_id == env_id} == {"ppo", "muzero"}
+    assert {r.budget for r in original.runs if r.agent_type == "ppo"} == {1_000_000}
+    assert {r.budget for r in original.runs if r.agent_type == "muzero"} == {500_000}
+    for env_id in ("MiniHack-CorridorBattle-v0", "MiniHack-Room-Ultimate-15x15-v0",
+                   "MiniHack-MazeWalk-15x15-v0", "MiniHack-Memento-Short-F2-v0"):
+        assert all(len({r.seed for r in original.runs if r.env_id == env_id
+                        and r.agent_type == a}) >= 3 for a in ("ppo", "muzero"))
+    assert original.eval_episodes == 100 and original.eval_seed == 1_000_000
+    assert len(original.baselines) == 19
+    quick = load_suite(REPO / "configs" / "suites" / "quick.yaml")
+    assert quick.runs and all(r.budget <= 50_000 for r in quick.runs)
+
+
+def test_config_error_type():
+    with pytest.raises(ConfigError):
+        load_suite(REPO / "configs" / "suites" / "missing.yaml")
+
+
+def test_a_run_process_gets_sigterm_when_the_suite_dies(tmp_path):
+    """A suite killed outright must not leave its runs training (they would hold their
+    experiment locks): each run's process asks the kernel for SIGTERM when its parent dies,
+    and SIGTERM makes a run save a checkpoint and exit."""
+    mark = tmp_path / "got_sigterm"
+    child = ("import os, signal, sys, time\n"
+             "from omega.suite.run import _die_with_parent\n"
+             "_die_with_parent(int(sys.argv[1]))\n"
+             "def on_term(*_):\n"
+             f"    open({str(mark)!r}, 'w').write('yes')\n"
+             "    sys.exit(0)\n"
+             "signal.signal(signal.SIGTERM, on_term)\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(120)\n")
+    parent = ("import os, subprocess, sys, time\n"
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())], "
+              "stdout=subprocess.PIPE, text=True)\n"
+              "print(c.stdout.readline().strip(), flush=True)\n"
+              "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.kill()  # SIGKILL: no chance to pass anything on
+        proc.wait()
+        t0 = time.monotonic()
+        while not mark.exists() and time.monotonic() - t0 < 30:
+            time.sleep(0.1)
+        assert mark.read_text() == "yes"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
