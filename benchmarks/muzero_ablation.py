@@ -28,7 +28,7 @@ of ``--steps`` env steps (default 150k, the MuZero-extensions target) and these 
 and ``--tag`` names that change in the variant's label and file names (e.g.
 ``--variants replay8_value_scale --set muzero.replay_size=50000 --tag replay50k``).
 ``--variants base`` touches only the budget, so with ``--set`` it runs any config, PPO too
-(docs/benchmarks.md compares PPO and MuZero on Room-5x5 that way).
+(docs/experiments/muzero_learning.md compares PPO and MuZero on Room-5x5 that way).
 
 Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
 as the config says: sampled from the noise-free search policy) through

@@ -1,4 +1,4 @@
-"""Prints the markdown rows of docs/benchmarks.md from the JSON files benchmarks/learning.py wrote.
+"""Prints the markdown rows of the experiment log (docs/experiments/) from the JSON files benchmarks/learning.py wrote.
 
     python benchmarks/summarize.py benchmarks/results/ppo_*.json
 """
