@@ -313,3 +313,18 @@ def test_a_run_process_gets_sigterm_when_the_suite_dies(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ray_backend_runs_each_job_as_a_ray_task(tmp_path):
+    pytest.importorskip("ray")
+    path = write_suite(tmp_path, [{"config": "room.yaml", "seeds": [0]}],
+                       eval={"episodes": 2, "seed": 1000000})
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "omega", "suite", str(path), "--output-dir",
+                           str(out), "--backend", "ray"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "omega: suite suite: 1/1 done, 0 running, 0 left" in proc.stdout, proc.stdout
+    result = json.loads((out / "results" / "random" / "room" / "seed0.json").read_text())
+    assert result["status"] == "done" and result["host"]["backend"] == "ray"
+    assert "random/room/seed0 finished" in (out / "logs" / "random__room__seed0.log").read_text()
