@@ -476,6 +476,14 @@ class ReplayBuffer:
         live = (time >= self.oldest) & (time < self.time)
         self.memory[env[live], time[live] % self.capacity] = memory[live]
 
+    def search_targets_at(self, env: np.ndarray, time: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the stored search policies [M, A] and root values [M] of live steps
+        (env [M], time [M]), as :meth:`set_search_targets` takes them."""
+        slot = time % self.capacity
+        return (self.data["search_policy"][env, slot].copy(),
+                self.data["root_value"][env, slot].copy())
+
     def set_search_targets(self, env: np.ndarray, time: np.ndarray, search_policy: np.ndarray,
                            root_value: np.ndarray) -> None:
         """Replaces the stored search policies [M, A] and root values [M] of live steps."""
