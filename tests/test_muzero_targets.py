@@ -13,6 +13,7 @@ import mctx
 import numpy as np
 import pytest
 from test_muzero_ext import SMALL, filled_agent, walk_trajectory
+from test_muzero_ext import N as N_ENVS
 
 from omega.agents.muzero import agent as mz
 from omega.training.checkpoint import LoopState, load_checkpoint, save_checkpoint
@@ -219,3 +220,34 @@ def test_learn_logs_the_target_diagnostics(consistency):
     assert metrics["root_q_spread"] == pytest.approx(float(spread.mean()), rel=1e-5)
     assert metrics["root_q_spread_below_0_01"] == pytest.approx(float(np.mean(spread < 0.01)))
     assert metrics["target_kl_fresh"] >= -1e-6
+
+
+def test_policy_gradient_weights_by_the_acting_policy_not_the_reanalyzed_one():
+    agent, state = filled_agent(SMALL)
+    replay = agent.replay
+    env, time = np.arange(N_ENVS), np.full(N_ENVS, replay.oldest)
+    acted = replay.search_targets_at(env, time)[0]
+    fresh = np.zeros_like(acted)
+    fresh[:, 0] = 1.0  # reanalyze says: always action 0
+    replay.set_search_targets(env, time, fresh, np.zeros(N_ENVS, np.float32))
+    starts = (env, time, np.ones(N_ENVS, np.float32))
+    batch = replay.sample(N_ENVS, starts=starts)
+    np.testing.assert_allclose(batch.policy_target[:, 0], fresh)
+    np.testing.assert_allclose(batch.behaviour_policy[:, 0], acted)
+    # The importance weight rho = min(1, pi / mu) reads mu from the acting policy: with the
+    # reanalyzed target as mu, an action other than 0 would get mu = 0 and rho = 1.
+    logits = jnp.zeros((N_ENVS, A)) - 0.5 * jnp.arange(A)  # a prior that is not uniform
+    value_logits = jnp.zeros((N_ENVS, 2 * SMALL.support_size + 1))
+    loss, _ = mz.policy_gradient_loss(logits, value_logits, batch, SMALL.support_size,
+                                      normalize=False)
+    pi = np.asarray(jax.nn.softmax(logits))
+    taken = np.asarray(batch.action[:, 0])
+    mu = acted[np.arange(N_ENVS), taken]
+    rho = np.minimum(1.0, pi[np.arange(N_ENVS), taken] / np.maximum(mu, 1e-6))
+    value = np.asarray(mz.logits_to_scalar(value_logits, SMALL.support_size))
+    mask = batch.reward_mask[:, 0] * batch.policy_mask[:, 0]
+    advantage = (batch.value_target[:, 0] - value) * mask
+    expected = -rho * advantage * np.log(pi[np.arange(N_ENVS), taken])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(rho, np.minimum(1.0, pi[np.arange(N_ENVS), taken]
+                                           / np.maximum(fresh[np.arange(N_ENVS), taken], 1e-6)))

@@ -394,7 +394,9 @@ def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
     """Muesli's policy-gradient term (Hessel et al. 2021): ``-rho A log pi(a|s)`` with the
     advantage ``A`` = the n-step return target minus the network's value, and ``rho =
     min(1, pi(a|s) / mu(a|s))`` the truncated importance weight of the taken action against
-    the stored search policy ``mu`` it was sampled from; ``A`` and ``rho`` carry no gradient.
+    the acting search's policy ``mu`` it was sampled from (``batch.behaviour_policy``, which
+    reanalyze leaves alone; the policy target when the batch has none); ``A`` and ``rho``
+    carry no gradient.
     With ``normalize`` the loss uses ``A`` divided by its standard deviation over the batch
     (as PPO does), so the term's strength does not depend on the reward scale.
 
@@ -417,7 +419,8 @@ def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
     mask = policy_gradient_mask(batch, p, position_mask)
     log_pi = jnp.take_along_axis(jax.nn.log_softmax(root_logits), action[..., None],
                                  -1)[..., 0]  # [B, P]
-    mu = jnp.take_along_axis(batch.policy_target[:, :p], action[..., None], -1)[..., 0]
+    behaviour = batch.policy_target if batch.behaviour_policy is None else batch.behaviour_policy
+    mu = jnp.take_along_axis(behaviour[:, :p], action[..., None], -1)[..., 0]
     rho = jnp.minimum(1.0, jnp.exp(log_pi) / jnp.maximum(mu, 1e-6))
     value = logits_to_scalar(root_value_logits, support_size)  # [B, P]
     advantage = jax.lax.stop_gradient(batch.value_target[:, :p] - value) * mask
@@ -654,6 +657,8 @@ class MuZeroAgent:
                     batch = batch._replace(memory=batch.memory._replace(
                         bootstrap_memory=None, bootstrap_first=None))
             device_batch = batch._replace(index=())
+            if not cfg.policy_gradient_weight:  # only the policy-gradient term reads it
+                device_batch = device_batch._replace(behaviour_policy=None)
             if dp is not None:
                 device_batch = dp.shard(device_batch, axis=0)
             if (cfg.diagnostics_interval and self.supports_diagnostics
