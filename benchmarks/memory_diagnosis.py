@@ -184,8 +184,8 @@ def run_variant(name: str, agent, params0, steps: int, held, held_label, held_ma
         batch = agent.replay.sample(batch_size)
         if name.startswith("muzero"):
             index = batch.index
-            net, net_opt, _, priority, _ = agent._train_step(net, net_opt, jnp.asarray(step),
-                                                             device_batch(agent, batch))
+            net, net_opt, _, priority = agent._train_step(net, net_opt, jnp.asarray(step),
+                                                          device_batch(agent, batch))
             agent.replay.update_priorities(index, np.asarray(priority))
             continue
         label, mask = junction_rows(batch, newt, lichen)

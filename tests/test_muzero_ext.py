@@ -226,8 +226,7 @@ def test_consistency_loss_decreases_on_a_fixed_batch():
     params, opt_state = state.params, state.opt_state
     losses = []
     for i in range(40):
-        params, opt_state, metrics, _, _ = agent._train_step(params, opt_state, jnp.int32(i),
-                                                               batch)
+        params, opt_state, metrics, _ = agent._train_step(params, opt_state, jnp.int32(i), batch)
         losses.append(float(metrics["consistency_loss"]))
     assert agent.trace_counts["train"] == 1
     assert -1.0 <= min(losses) and max(losses) <= 1.0
@@ -392,8 +391,8 @@ def test_policy_entropy_bonus_enters_the_loss_and_flattens_the_prior():
     def trained_entropy(trainer):
         params, opt_state = state.params, state.opt_state
         for i in range(30):
-            params, opt_state, metrics, _, _ = trainer._train_step(params, opt_state,
-                                                                   jnp.int32(i), batch)
+            params, opt_state, metrics, _ = trainer._train_step(params, opt_state,
+                                                                jnp.int32(i), batch)
         return float(metrics["policy_entropy"])
 
     assert trained_entropy(bonus) > trained_entropy(agent) + 0.1
@@ -413,10 +412,10 @@ def test_priority_reward_weight_raises_the_priority_of_mispredicted_rewards(stoc
     mispredicted = (batch.reward_target * batch.reward_mask).max(-1) > 0.5  # [B]
     assert 0 < mispredicted.sum() < 256
     step = jnp.int32(0)
-    _, _, _, plain, _ = agent._train_step(state.params, state.opt_state, step, batch)
+    _, _, _, plain = agent._train_step(state.params, state.opt_state, step, batch)
     weighted_agent, _ = filled_agent(dataclasses.replace(base, priority_reward_weight=3.0))
-    _, _, metrics, weighted, _ = weighted_agent._train_step(state.params, state.opt_state,
-                                                            step, batch)
+    _, _, metrics, weighted = weighted_agent._train_step(state.params, state.opt_state, step,
+                                                         batch)
     plain, weighted = np.asarray(plain), np.asarray(weighted)
     # Same params, same batch: the value error is unchanged, the reward error is added.
     assert float(metrics["value_error"]) == pytest.approx(plain.mean(), rel=1e-5)
@@ -637,8 +636,8 @@ def test_eval_params_ema_averages_what_evaluation_acts_with(tmp_path):
     # With one step the average is exactly decay * start + (1 - decay) * new.
     one, one_state = filled_agent(dataclasses.replace(SMALL, eval_params_ema=decay))
     batch = one.replay.sample(SMALL.batch_size)._replace(index=())
-    new_params, opt_state, _, _, _ = one._train_step(one_state.params, one_state.opt_state,
-                                                     one_state.train_steps, batch)
+    new_params, opt_state, _, _ = one._train_step(one_state.params, one_state.opt_state,
+                                                  one_state.train_steps, batch)
     expected = jax.tree_util.tree_map(lambda b, p: decay * b + (1 - decay) * p,
                                       one_state.params, new_params)
     chex.assert_trees_all_close(opt_state[-1].ema, expected, rtol=1e-5, atol=1e-6)

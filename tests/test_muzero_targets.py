@@ -136,25 +136,30 @@ def test_effective_rank():
 def test_target_network_refreshes_every_n_updates_and_is_checkpointed(tmp_path):
     cfg = dataclasses.replace(SMALL, target_update_interval=3)
     agent, state = filled_agent(cfg)
-    chex.assert_trees_all_equal(state.target_params, state.params)
+    chex.assert_trees_all_equal(agent.target_network(state.opt_state), state.params)
     batch = agent.replay.sample(cfg.batch_size)._replace(index=())
-    params, opt, target = state.params, state.opt_state, state.target_params
+    params, opt = state.params, state.opt_state
     history = [params]  # params after j updates
     for j in range(7):
-        params, opt, _, _, target = agent._train_step(params, opt, jnp.int32(j), batch, target)
+        params, opt, _, _ = agent._train_step(params, opt, jnp.int32(j), batch)
         history.append(params)
         # After j + 1 updates the target holds the params of the last multiple of 3.
-        chex.assert_trees_all_equal(target, history[3 * ((j + 1) // 3)])
+        chex.assert_trees_all_equal(agent.target_network(opt), history[3 * ((j + 1) // 3)])
+    target = agent.target_network(opt)
     assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(target)[0]),
                            np.asarray(jax.tree_util.tree_leaves(params)[0]))
-    saved = state._replace(params=params, opt_state=opt, target_params=target)
+    saved = state._replace(params=params, opt_state=opt)
     loop = LoopState(env_steps=7, updates=7, episodes=0, rng=np.zeros(2, np.uint32))
     path = save_checkpoint(tmp_path, saved, loop, "hash")
     restored, _ = load_checkpoint(path, state, "hash")
-    chex.assert_trees_all_equal(restored.target_params, target)
-    # Off (the default), the state has no target and a checkpoint has none either.
-    _, plain = filled_agent(SMALL)
-    assert plain.target_params is None
+    chex.assert_trees_all_equal(agent.target_network(restored.opt_state), target)
+    # Off (the default), the optimiser state is what it was before target networks existed,
+    # so older checkpoints load.
+    plain, plain_state = filled_agent(SMALL)
+    assert mz.find_state(plain_state.opt_state, mz.TargetParamsState) is None
+    assert len(plain_state.opt_state) == 2  # clip, adam
+    with pytest.raises(TypeError, match="target network"):
+        plain.target_network(plain_state.opt_state)
 
 
 def test_bootstrap_values_come_from_the_target_network():
@@ -163,7 +168,7 @@ def test_bootstrap_values_come_from_the_target_network():
     batch = agent.replay.sample(cfg.batch_size)._replace(index=())
     other, opt = state.params, state.opt_state  # trained a little: its values are not all 0
     for j in range(20):
-        other, opt, _, _, _ = agent._train_step(other, opt, jnp.int32(j), batch)
+        other, opt, _, _ = agent._train_step(other, opt, jnp.int32(j), batch)
     # (The untrained value head predicts a uniform distribution, whose cross-entropy is the
     # same for every target, so the online params here are the trained ones.)
     same, _ = agent._loss_terms(other, batch, other)

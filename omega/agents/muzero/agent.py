@@ -104,13 +104,46 @@ class MuZeroState(NamedTuple):
     train_steps: jax.Array  # [] int32, jitted train steps so far
     env_steps: jax.Array  # [] int32, env steps added to the replay so far
     update_credit: jax.Array  # [] float32, fractional train steps owed by replay_ratio
-    # The target network (target_update_interval > 0, else None): the params as they were
-    # after the last train step whose count is a multiple of the interval.
-    target_params: Params | None = None
 
 
 class ParamsEMAState(NamedTuple):
     ema: Params  # the moving average of the params after each update
+
+
+class TargetParamsState(NamedTuple):
+    target: Params  # the params after the last update whose count is a multiple of interval
+    count: jax.Array  # [] int32, updates so far
+
+
+def target_params(interval: int) -> optax.GradientTransformation:
+    """A target network kept in the optimiser state: a copy of the params, replaced by the
+    new params after every ``interval``-th update; passes the updates through unchanged.
+    Like :func:`params_ema` it goes last in a chain, and an optimiser without it keeps its
+    older state structure, so checkpoints of runs without a target network still load."""
+
+    def init_fn(params: Params) -> TargetParamsState:
+        return TargetParamsState(target=jax.tree_util.tree_map(jnp.asarray, params),
+                                 count=jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state: TargetParamsState, params: Params | None = None):
+        if params is None:
+            raise ValueError("target_params needs the params passed to update")
+        new_params = optax.apply_updates(params, updates)
+        count = state.count + 1
+        refresh = count % interval == 0
+        target = jax.tree_util.tree_map(lambda t, p: jnp.where(refresh, p, t), state.target,
+                                        new_params)
+        return updates, TargetParamsState(target=target, count=count)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def find_state(opt_state: optax.OptState, kind: type) -> Any:
+    """The state of type ``kind`` among the chain's states (None when there is none)."""
+    for part in opt_state:
+        if isinstance(part, kind):
+            return part
+    return None
 
 
 def params_ema(decay: float) -> optax.GradientTransformation:
@@ -527,6 +560,8 @@ class MuZeroAgent:
                       optax.adam(self.lr_schedule, eps=cfg.adam_eps)]
         if cfg.eval_params_ema > 0:  # off: the optimiser state keeps its older structure
             transforms.append(params_ema(cfg.eval_params_ema))
+        if cfg.target_update_interval > 0:  # likewise
+            transforms.append(target_params(cfg.target_update_interval))
         self.optimizer = optax.chain(*transforms)
         self.replay = self._new_replay()
         self.trace_counts: collections.Counter[str] = collections.Counter()
@@ -585,8 +620,8 @@ class MuZeroAgent:
         """The moving average of the params (``eval_params_ema`` > 0), else the params."""
         if self.cfg.eval_params_ema <= 0:
             return state.params
-        ema_state = state.opt_state[-1]
-        if not isinstance(ema_state, ParamsEMAState):
+        ema_state = find_state(state.opt_state, ParamsEMAState)
+        if ema_state is None:
             raise TypeError("the optimiser state has no params average; was the state made "
                             "by an agent with the same eval_params_ema?")
         return ema_state.ema
@@ -629,11 +664,9 @@ class MuZeroAgent:
             credit += cfg.replay_ratio * t * n / cfg.batch_size
         num_steps = int(credit)
         params, opt_state, train_steps = state.params, state.opt_state, state.train_steps
-        target = state.target_params
         dp = self.data_parallel
         if dp is not None:
-            params, opt_state, train_steps, target = dp.replicate(
-                (params, opt_state, train_steps, target))
+            params, opt_state, train_steps = dp.replicate((params, opt_state, train_steps))
         step_count = int(state.train_steps)
         step_metrics, diagnostics = [], []
         reanalyzed, reanalyzed_kl = 0, []
@@ -641,8 +674,8 @@ class MuZeroAgent:
             if self.reanalyze_in_learn:
                 starts = self.replay.sample_starts(cfg.batch_size)
                 search_params = params
-                if target is not None and cfg.reanalyze_with_target:
-                    search_params = target
+                if cfg.target_update_interval and cfg.reanalyze_with_target:
+                    search_params = self.target_network(opt_state)
                 fresh = self._reanalyze(search_params, starts)
                 reanalyzed += len(fresh.env)
                 reanalyzed_kl.append(fresh.target_kl)
@@ -663,10 +696,9 @@ class MuZeroAgent:
                 device_batch = dp.shard(device_batch, axis=0)
             if (cfg.diagnostics_interval and self.supports_diagnostics
                     and step_count % cfg.diagnostics_interval == 0):
-                diagnostics.append(self._diagnostics(
-                    params, device_batch, params if target is None else target))
-            params, opt_state, metrics, priority, target = self._train_step(
-                params, opt_state, train_steps, device_batch, target)
+                diagnostics.append(self._diagnostics(params, opt_state, device_batch))
+            params, opt_state, metrics, priority = self._train_step(
+                params, opt_state, train_steps, device_batch)
             if cfg.prioritized:
                 self.replay.update_priorities(batch.index, np.asarray(priority))
             if cfg.refresh_memory:
@@ -696,7 +728,7 @@ class MuZeroAgent:
         new_state = MuZeroState(
             params=params, opt_state=opt_state, train_steps=train_steps,
             env_steps=state.env_steps + t * n,
-            update_credit=jnp.asarray(credit - num_steps, jnp.float32), target_params=target)
+            update_credit=jnp.asarray(credit - num_steps, jnp.float32))
         metrics = dict(self._last_metrics)
         metrics.update(
             train_steps=float(train_steps), replay_size=float(len(self.replay)),
@@ -819,13 +851,10 @@ class MuZeroAgent:
             memory = {"first": jnp.ones(batch, bool),
                       "memory": initial_carry(self.encoder_cfg, batch)}
         params = self.network.init(rng, obs, jnp.zeros(batch, jnp.int32), **memory)
-        target = None
-        if self.cfg.target_update_interval > 0:
-            target = jax.tree_util.tree_map(jnp.copy, params)
         return MuZeroState(params=params, opt_state=self.optimizer.init(params),
                            train_steps=jnp.zeros((), jnp.int32),
                            env_steps=jnp.zeros((), jnp.int32),
-                           update_credit=jnp.zeros((), jnp.float32), target_params=target)
+                           update_credit=jnp.zeros((), jnp.float32))
 
     def _temperature_impl(self, env_steps: jax.Array) -> jax.Array:
         progress = env_steps.astype(jnp.float32) / self.total_env_steps
@@ -1003,13 +1032,14 @@ class MuZeroAgent:
                "priority": priority, **extra}
         return terms, aux
 
-    def _diagnostics_impl(self, params: Params, batch: ReplayBatch,
-                          boot_params: Params) -> dict[str, jax.Array]:
+    def _diagnostics_impl(self, params: Params, opt_state: optax.OptState,
+                          batch: ReplayBatch) -> dict[str, jax.Array]:
         """What decides whether each loss shapes the representation: the norm of each
         weighted loss term's gradient at the representation's params (``grad_norm_<term>``),
         and the effective rank (Roy & Vetterli 2007: exp of the entropy of the normalised
         singular values) of the batch's root latents, between 1 (collapsed) and D."""
         self.trace_counts["diagnostics"] += 1
+        boot_params = self._bootstrap_params(params, opt_state)
         names = list(jax.eval_shape(lambda p: self._loss_terms(p, batch, boot_params)[0],
                                     params))
 
@@ -1092,27 +1122,30 @@ class MuZeroAgent:
         return consistency_loss(online.reshape(b, k, -1), target.reshape(b, k, -1),
                                 batch.next_obs_mask)
 
+    def target_network(self, opt_state: optax.OptState) -> Params:
+        """The target network's params (``target_update_interval`` > 0)."""
+        found = find_state(opt_state, TargetParamsState)
+        if found is None:
+            raise TypeError("the optimiser state has no target network; was it made by an "
+                            "agent with the same target_update_interval?")
+        return found.target
+
+    def _bootstrap_params(self, params: Params, opt_state: optax.OptState) -> Params:
+        """What values the bootstrap observations: the target network when there is one."""
+        return self.target_network(opt_state) if self.cfg.target_update_interval else params
+
     def _train_step_impl(self, params: Params, opt_state: optax.OptState, step: jax.Array,
-                         batch: ReplayBatch, target_params: Params | None = None
-                         ) -> tuple[Params, optax.OptState, dict[str, Any], jax.Array,
-                                    Params | None]:
-        """One update; ``target_params`` (None without a target network) value the
-        bootstraps and become the new params when the step count reaches a multiple of
-        ``target_update_interval``."""
+                         batch: ReplayBatch) -> tuple[Params, optax.OptState, dict[str, Any],
+                                                      jax.Array]:
         self.trace_counts["train"] += 1
-        boot_params = params if target_params is None else target_params
-        (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(params, batch,
-                                                                         boot_params)
+        (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            params, batch, self._bootstrap_params(params, opt_state))
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        if target_params is not None:
-            refresh = (step + 1) % self.cfg.target_update_interval == 0
-            target_params = jax.tree_util.tree_map(lambda t, p: jnp.where(refresh, p, t),
-                                                   target_params, params)
         priority = aux.pop("priority")
         metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads),
                        learning_rate=jnp.asarray(self.lr_schedule(step), jnp.float32))
-        return params, opt_state, metrics, priority, target_params
+        return params, opt_state, metrics, priority
 
 
 def _flatten2(tree: Any) -> Any:
