@@ -437,7 +437,9 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "burn_in_steps", "refresh_memory", "burn_in_gradient", "reward_head",
                "priority_reward_weight", "gumbel_value_scale", "gumbel_rescale_values",
                "policy_entropy_weight", "policy_gradient_weight",
-               "policy_gradient_normalize", "policy_gradient_steps", "eval_params_ema"),
+               "policy_gradient_normalize", "policy_gradient_steps", "eval_params_ema",
+               "gumbel_q_floor", "gumbel_q_stats", "target_update_interval",
+               "reanalyze_with_target", "reanalyze_write_back", "diagnostics_interval"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

@@ -295,7 +295,7 @@ def test_reanalyze_rewrites_the_sampled_subset_without_noise(search):
     starts = agent.replay.sample_starts(cfg.batch_size)
     rng_before = copy.deepcopy(agent.replay.rng)
     subset = copy.deepcopy(rng_before).choice(cfg.batch_size, 8, replace=False)
-    envs, times = agent._reanalyze(state.params, starts)
+    envs, times = agent._reanalyze(state.params, starts)[:2]
     # A random 8 of the 32 sequences, K + 1 = 4 positions each (fewer where they overlap or
     # run past the newest step).
     env, start, _ = starts
@@ -327,7 +327,7 @@ def test_reanalyze_rewrites_the_sampled_subset_without_noise(search):
     # ...and the same again given the same params (and the same subset).
     agent.replay.data["search_policy"][:] = policy
     agent.replay.rng = rng_before
-    again_envs, again_times = agent._reanalyze(state.params, starts)
+    again_envs, again_times = agent._reanalyze(state.params, starts)[:2]
     np.testing.assert_array_equal(again_envs, envs)
     np.testing.assert_array_equal(new, agent.replay.data["search_policy"])
 

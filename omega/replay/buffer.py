@@ -11,6 +11,9 @@ Data is stored per env, time-major, in ring buffers of ``C = ceil(max_size / N)`
     truncated       [N, C]        bool, the step hit a time limit (not terminal)
     truncation_value [N, C]       float32, value of the real final obs of a truncated episode
     search_policy   [N, C, A]     float32, the search's visit distribution at obs[e, s]
+                                  (reanalyze replaces it with fresher ones)
+    behaviour_policy [N, C, A]    float32, the policy the action was sampled from: the
+                                  acting search's, never replaced
     root_value      [N, C]        float32, the search's value estimate of obs[e, s]
     outcome         [N, C]        int8, 1 / -1 once the step's episode ended in success /
                                   failure, 0 while it runs (success: terminal reward > 0)
@@ -120,6 +123,9 @@ class ReplayBatch(NamedTuple):
     next_obs: dict[str, np.ndarray] | None = None  # [B, K, ...]
     next_obs_mask: np.ndarray | None = None  # [B, K] float32
     memory: MemoryBatch | None = None  # recurrent learners only (``add`` got memory)
+    # The acting search's policies at positions start .. start + K (what each action was
+    # sampled from), 0 where policy_mask is 0; reanalyze leaves them as they were.
+    behaviour_policy: np.ndarray | None = None  # [B, K+1, A] float32
 
 
 def nstep_value_targets(reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
@@ -230,6 +236,7 @@ class ReplayBuffer:
             "truncated": np.zeros((n, c), bool),
             "truncation_value": np.zeros((n, c), np.float32),
             "search_policy": np.zeros((n, c, num_actions), np.float32),
+            "behaviour_policy": np.zeros((n, c, num_actions), np.float32),
             "root_value": np.zeros((n, c), np.float32),
             "outcome": np.zeros((n, c), np.int8),
             "priority": np.zeros((n, c), np.float64),
@@ -262,7 +269,8 @@ class ReplayBuffer:
             self.obs[k][:, slots] = np.swapaxes(np.asarray(v)[:t], 0, 1)
         new = {"action": action, "reward": reward, "terminated": terminated,
                "truncated": truncated, "truncation_value": truncation_value,
-               "search_policy": search_policy, "root_value": root_value}
+               "search_policy": search_policy, "behaviour_policy": search_policy,
+               "root_value": root_value}
         for k, v in new.items():
             self.data[k][:, slots] = np.swapaxes(np.asarray(v, self.data[k].dtype), 0, 1)
         if memory is not None:
@@ -440,6 +448,8 @@ class ReplayBuffer:
 
         policy = d["search_policy"][env[:, None], pos % c]  # [B, K+1, A]
         policy = np.where(inside[..., None], policy, 0.0)
+        behaviour = np.where(inside[..., None], d["behaviour_policy"][env[:, None], pos % c],
+                             0.0)
 
         start_slot = start % c
         obs = {key: v[env, start_slot] for key, v in self.obs.items()}
@@ -460,7 +470,8 @@ class ReplayBuffer:
             policy_mask=inside.astype(f32), weight=weight,
             value_partial=value_partial.astype(f32), bootstrap_discount=boot_discount.astype(f32),
             bootstrap_obs=bootstrap_obs, index=(env, start_slot), next_obs=next_obs,
-            next_obs_mask=next_obs_mask, memory=memory)
+            next_obs_mask=next_obs_mask, memory=memory,
+            behaviour_policy=behaviour.astype(f32))
 
     def _memory_batch(self, env: np.ndarray, start: np.ndarray, boot_slot: np.ndarray,
                       next_slot: np.ndarray | None) -> MemoryBatch:
@@ -537,6 +548,14 @@ class ReplayBuffer:
             raise ValueError("this replay stores no memory")
         live = (time >= self.oldest) & (time < self.time)
         self.memory[env[live], time[live] % self.capacity] = memory[live]
+
+    def search_targets_at(self, env: np.ndarray, time: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the stored search policies [M, A] and root values [M] of live steps
+        (env [M], time [M]), as :meth:`set_search_targets` takes them."""
+        slot = time % self.capacity
+        return (self.data["search_policy"][env, slot].copy(),
+                self.data["root_value"][env, slot].copy())
 
     def set_search_targets(self, env: np.ndarray, time: np.ndarray, search_policy: np.ndarray,
                            root_value: np.ndarray) -> None:

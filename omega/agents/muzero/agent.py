@@ -111,6 +111,42 @@ class ParamsEMAState(NamedTuple):
     ema: Params  # the moving average of the params after each update
 
 
+class TargetParamsState(NamedTuple):
+    target: Params  # the params after the last update whose count is a multiple of interval
+    count: jax.Array  # [] int32, updates so far
+
+
+def target_params(interval: int) -> optax.GradientTransformation:
+    """A target network kept in the optimiser state: a copy of the params, replaced by the
+    new params after every ``interval``-th update; passes the updates through unchanged.
+    Like :func:`params_ema` it goes last in a chain, and an optimiser without it keeps its
+    older state structure, so checkpoints of runs without a target network still load."""
+
+    def init_fn(params: Params) -> TargetParamsState:
+        return TargetParamsState(target=jax.tree_util.tree_map(jnp.asarray, params),
+                                 count=jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state: TargetParamsState, params: Params | None = None):
+        if params is None:
+            raise ValueError("target_params needs the params passed to update")
+        new_params = optax.apply_updates(params, updates)
+        count = state.count + 1
+        refresh = count % interval == 0
+        target = jax.tree_util.tree_map(lambda t, p: jnp.where(refresh, p, t), state.target,
+                                        new_params)
+        return updates, TargetParamsState(target=target, count=count)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def find_state(opt_state: optax.OptState, kind: type) -> Any:
+    """The state of type ``kind`` among the chain's states (None when there is none)."""
+    for part in opt_state:
+        if isinstance(part, kind):
+            return part
+    return None
+
+
 def params_ema(decay: float) -> optax.GradientTransformation:
     """Tracks ``ema <- decay * ema + (1 - decay) * new params`` in the optimiser state and
     passes the updates through unchanged; goes last in a chain, so the updates it sees are
@@ -140,10 +176,25 @@ class ReanalyzeBatch(NamedTuple):
     first: np.ndarray | None = None  # [R] bool, likewise
 
 
+class Reanalyzed(NamedTuple):
+    """What :meth:`MuZeroAgent._reanalyze` did: the replay steps it searched afresh and
+    wrote targets to, what they held before when those must be put back after the batch is
+    built (``reanalyze_write_back`` off; else None), and each step's KL(new target || prior)."""
+
+    env: np.ndarray  # [M]
+    time: np.ndarray  # [M]
+    replaced: tuple[np.ndarray, np.ndarray] | None  # (search_policy [M, A], root_value [M])
+    target_kl: np.ndarray  # [M]
+
+
 class SearchOutput(NamedTuple):
     action: jax.Array  # [N] int32
     search_policy: jax.Array  # [N, A] visit distribution
     root_value: jax.Array  # [N] the search's value estimate of the root
+    # Diagnostics: max - min of the root's completed Q-values (unvisited actions completed
+    # by the mixed value, before any normalisation), and KL(search_policy || prior).
+    q_spread: jax.Array | None = None  # [N]
+    target_kl: jax.Array | None = None  # [N]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,12 +247,84 @@ def regularized_policy(q: jax.Array, prior: jax.Array, lam: jax.Array,
     return pi / pi.sum(-1, keepdims=True)  # the remaining bisection error, normalised away
 
 
+def mixed_completed_qvalues(tree: mctx.Tree, node_index: jax.Array) -> jax.Array:
+    """The node's Q-values [A] with the unvisited actions completed by the mixed value of
+    Danihelka et al. (2022), Appendix D, as mctx completes them; unbatched ``tree``."""
+    qvalues = tree.qvalues(node_index)
+    visits = tree.children_visits[node_index]
+    prior = jnp.maximum(jax.nn.softmax(tree.children_prior_logits[node_index]),
+                        jnp.finfo(jnp.float32).tiny)
+    visited = visits > 0
+    sum_probs = jnp.sum(jnp.where(visited, prior, 0.0))
+    weighted_q = jnp.sum(jnp.where(visited, prior * qvalues / jnp.where(visited, sum_probs, 1.0),
+                                   0.0))
+    total = visits.sum()
+    mixed = (tree.raw_values[node_index] + total * weighted_q) / (total + 1)
+    return jnp.where(visited, qvalues, mixed)
+
+
+def tree_value_range(tree: mctx.Tree) -> tuple[jax.Array, jax.Array]:
+    """The smallest and largest value the search saw ([], []; unbatched ``tree``): every
+    visited edge's Q = reward + discount * child value and every visited node's value."""
+    edge_q = tree.children_rewards + tree.children_discounts * tree.children_values
+    edge_seen = tree.children_visits > 0
+    node_seen = tree.node_visits > 0
+    lo = jnp.minimum(jnp.min(jnp.where(edge_seen, edge_q, jnp.inf)),
+                     jnp.min(jnp.where(node_seen, tree.node_values, jnp.inf)))
+    hi = jnp.maximum(jnp.max(jnp.where(edge_seen, edge_q, -jnp.inf)),
+                     jnp.max(jnp.where(node_seen, tree.node_values, -jnp.inf)))
+    return lo, hi
+
+
+def qtransform_normalized(tree: mctx.Tree, node_index: jax.Array, *, value_scale: float,
+                          floor: float, stats: str = "root", rescale: bool = True,
+                          maxvisit_init: float = 50.0) -> jax.Array:
+    """mctx's ``qtransform_completed_by_mix_value`` with the min-max normalisation's floor
+    and statistics as options: ``(maxvisit_init + max visits) * value_scale * q`` [A], with
+    ``q`` the completed Q-values min-max normalised over the node's actions (``stats`` "root",
+    mctx) or over the whole tree ("tree", EfficientZero V2), dividing by at least ``floor``
+    and clipped to [0, 1]. ``rescale`` False uses the raw completed Q-values."""
+    completed = mixed_completed_qvalues(tree, node_index)
+    if rescale:
+        if stats == "tree":
+            lo, hi = tree_value_range(tree)
+            lo, hi = jnp.minimum(lo, completed.min()), jnp.maximum(hi, completed.max())
+        else:
+            lo, hi = completed.min(), completed.max()
+        completed = jnp.clip((completed - lo) / jnp.maximum(hi - lo, floor), 0.0, 1.0)
+    maxvisit = jnp.max(tree.children_visits[node_index])
+    return (maxvisit_init + maxvisit) * value_scale * completed
+
+
+def policy_kl(target: jax.Array, logits: jax.Array) -> jax.Array:
+    """KL(target || softmax(logits)) over the last axis: [..., A] -> [...]."""
+    log_q = jax.nn.log_softmax(logits)
+    return jnp.sum(jnp.where(target > 0, target * (jnp.log(jnp.maximum(target, 1e-30)) - log_q),
+                             0.0), axis=-1)
+
+
+def effective_rank(x: jax.Array) -> jax.Array:
+    """The effective rank (Roy & Vetterli 2007) of the centred rows x [B, D]: exp of the
+    entropy of the normalised singular values; 1 for rows on a line, min(B, D) at most."""
+    sv = jnp.linalg.svd(x - x.mean(0), compute_uv=False)
+    p = sv / jnp.maximum(sv.sum(), 1e-12)
+    return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.maximum(p, 1e-30)), 0.0)))
+
+
+def root_q_spread(tree: mctx.Tree) -> jax.Array:
+    """max - min of the root's mixed-completed Q-values: batched ``tree`` -> [N]."""
+    root = jnp.zeros((), jnp.int32)
+    q = jax.vmap(mixed_completed_qvalues, (0, None))(tree, root)  # [N, A]
+    return q.max(-1) - q.min(-1)
+
+
 def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
                recurrent_fn: mctx.RecurrentFn, *, num_simulations: int, pb_c_init: float,
                pb_c_base: float, dirichlet_alpha: float, dirichlet_fraction: float,
                temperature: jax.Array | float, greedy: bool, search: str = "muzero",
                max_considered_actions: int = 16, gumbel_scale: float = 1.0,
                gumbel_value_scale: float = 0.1, gumbel_rescale_values: bool = True,
+               gumbel_q_floor: float = 1e-8, gumbel_q_stats: str = "root",
                explore: jax.Array | float = 1.0) -> SearchOutput:
     """One batched search over all envs.
 
@@ -218,52 +341,54 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
     ``explore`` (not greedy only) scales the exploration noise (Dirichlet fraction, Gumbel
     scale); at 0 (evaluating the sampled policy) there is none, and actions are sampled from
     the search policy itself: the visit distribution, the improved policy or pi_bar.
+
+    Gumbel's Q normalisation: :func:`qtransform_normalized` with ``gumbel_q_floor`` and
+    ``gumbel_q_stats``. The output also carries two diagnostics, ``q_spread`` and
+    ``target_kl`` (:class:`SearchOutput`).
     """
     if search == "gumbel":
         out = mctx.gumbel_muzero_policy(
             params, rng, root, recurrent_fn, num_simulations,
             max_num_considered_actions=max_considered_actions,
             gumbel_scale=0.0 if greedy else gumbel_scale * explore,
-            qtransform=functools.partial(mctx.qtransform_completed_by_mix_value,
+            qtransform=functools.partial(qtransform_normalized,
                                          value_scale=gumbel_value_scale,
-                                         rescale_values=gumbel_rescale_values))
-        action = out.action
+                                         rescale=gumbel_rescale_values,
+                                         floor=gumbel_q_floor, stats=gumbel_q_stats))
+        action, policy = out.action, out.action_weights
         if not greedy:
             # Without Gumbel noise sequential halving is deterministic: sample the policy.
-            sampled = jax.random.categorical(jax.random.fold_in(rng, 1),
-                                             jnp.log(out.action_weights), axis=-1)
+            sampled = jax.random.categorical(jax.random.fold_in(rng, 1), jnp.log(policy),
+                                             axis=-1)
             action = jnp.where(explore > 0, action, sampled)
-        return SearchOutput(action=action.astype(jnp.int32),
-                            search_policy=out.action_weights,
-                            root_value=out.search_tree.summary().value)
-    if search == "regularized":
-        rng, act_rng = jax.random.split(rng)
-    out = mctx.muzero_policy(
-        params, rng, root, recurrent_fn, num_simulations,
-        dirichlet_fraction=0.0 if greedy else dirichlet_fraction * explore,
-        dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
-        temperature=temperature)
-    summary = out.search_tree.summary()
-    if search == "regularized":
-        q = completed_qvalues(summary.qvalues, summary.visit_counts, summary.value)
-        lam = regularization_strength(summary.visit_counts, pb_c_init)
-        # The network's prior, not the noised one the tree used: noise explores, it is no
-        # part of the target.
-        pi = regularized_policy(q, jax.nn.softmax(root.prior_logits), lam)  # [N, A]
-        action = (jnp.argmax(pi, axis=-1) if greedy
-                  else jax.random.categorical(act_rng, jnp.log(pi), axis=-1))
-        return SearchOutput(action=action.astype(jnp.int32), search_policy=pi,
-                            root_value=summary.value)
-    if greedy:
-        # Few simulations leave ties in the visit counts; the better Q-value breaks them, so
-        # the greedy policy does not default to the lowest action id.
-        visits = summary.visit_counts  # [N, A]
-        most = visits == visits.max(axis=-1, keepdims=True)
-        action = jnp.argmax(jnp.where(most, summary.qvalues, -jnp.inf), axis=-1)
     else:
-        action = out.action
-    return SearchOutput(action=action.astype(jnp.int32), search_policy=out.action_weights,
-                        root_value=summary.value)
+        if search == "regularized":
+            rng, act_rng = jax.random.split(rng)
+        out = mctx.muzero_policy(
+            params, rng, root, recurrent_fn, num_simulations,
+            dirichlet_fraction=0.0 if greedy else dirichlet_fraction * explore,
+            dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
+            temperature=temperature)
+        summary = out.search_tree.summary()
+        action, policy = out.action, out.action_weights
+        if search == "regularized":
+            q = completed_qvalues(summary.qvalues, summary.visit_counts, summary.value)
+            lam = regularization_strength(summary.visit_counts, pb_c_init)
+            # The network's prior, not the noised one the tree used: noise explores, it is no
+            # part of the target.
+            policy = regularized_policy(q, jax.nn.softmax(root.prior_logits), lam)  # [N, A]
+            action = (jnp.argmax(policy, axis=-1) if greedy
+                      else jax.random.categorical(act_rng, jnp.log(policy), axis=-1))
+        elif greedy:
+            # Few simulations leave ties in the visit counts; the better Q-value breaks them,
+            # so the greedy policy does not default to the lowest action id.
+            visits = summary.visit_counts  # [N, A]
+            most = visits == visits.max(axis=-1, keepdims=True)
+            action = jnp.argmax(jnp.where(most, summary.qvalues, -jnp.inf), axis=-1)
+    return SearchOutput(action=action.astype(jnp.int32), search_policy=policy,
+                        root_value=out.search_tree.summary().value,
+                        q_spread=root_q_spread(out.search_tree),
+                        target_kl=policy_kl(policy, root.prior_logits))
 
 
 def cross_entropy(target: jax.Array, logits: jax.Array) -> jax.Array:
@@ -303,7 +428,9 @@ def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
     """Muesli's policy-gradient term (Hessel et al. 2021): ``-rho A log pi(a|s)`` with the
     advantage ``A`` = the n-step return target minus the network's value, and ``rho =
     min(1, pi(a|s) / mu(a|s))`` the truncated importance weight of the taken action against
-    the stored search policy ``mu`` it was sampled from; ``A`` and ``rho`` carry no gradient.
+    the acting search's policy ``mu`` it was sampled from (``batch.behaviour_policy``, which
+    reanalyze leaves alone; the policy target when the batch has none); ``A`` and ``rho``
+    carry no gradient.
     With ``normalize`` the loss uses ``A`` divided by its standard deviation over the batch
     (as PPO does), so the term's strength does not depend on the reward scale.
 
@@ -326,7 +453,8 @@ def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
     mask = policy_gradient_mask(batch, p, position_mask)
     log_pi = jnp.take_along_axis(jax.nn.log_softmax(root_logits), action[..., None],
                                  -1)[..., 0]  # [B, P]
-    mu = jnp.take_along_axis(batch.policy_target[:, :p], action[..., None], -1)[..., 0]
+    behaviour = batch.policy_target if batch.behaviour_policy is None else batch.behaviour_policy
+    mu = jnp.take_along_axis(behaviour[:, :p], action[..., None], -1)[..., 0]
     rho = jnp.minimum(1.0, jnp.exp(log_pi) / jnp.maximum(mu, 1e-6))
     value = logits_to_scalar(root_value_logits, support_size)  # [B, P]
     advantage = jax.lax.stop_gradient(batch.value_target[:, :p] - value) * mask
@@ -401,6 +529,9 @@ class MuZeroAgent:
                                      "terminal_loss", "policy_entropy", "value_error",
                                      "grad_norm", "learning_rate")
 
+    # Whether :meth:`_diagnostics_impl` applies (it reads :meth:`_loss_terms`).
+    supports_diagnostics: bool = True
+
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
         if (cfg.burn_in_steps or cfg.refresh_memory) and not encoder_cfg.recurrent:
@@ -430,6 +561,8 @@ class MuZeroAgent:
                       optax.adam(self.lr_schedule, eps=cfg.adam_eps)]
         if cfg.eval_params_ema > 0:  # off: the optimiser state keeps its older structure
             transforms.append(params_ema(cfg.eval_params_ema))
+        if cfg.target_update_interval > 0:  # likewise
+            transforms.append(target_params(cfg.target_update_interval))
         self.optimizer = optax.chain(*transforms)
         self.replay = self._new_replay()
         self.trace_counts: collections.Counter[str] = collections.Counter()
@@ -443,6 +576,7 @@ class MuZeroAgent:
         self.reanalyze_in_learn = cfg.reanalyze_fraction > 0
         self._value = jax.jit(self._value_impl)
         self._train_step = jax.jit(self._train_step_impl)
+        self._diagnostics = jax.jit(self._diagnostics_impl)
         self._refresh_memory = jax.jit(self._refresh_memory_impl)
         self._temperature = jax.jit(self._temperature_impl)
 
@@ -504,8 +638,8 @@ class MuZeroAgent:
         """The moving average of the params (``eval_params_ema`` > 0), else the params."""
         if self.cfg.eval_params_ema <= 0:
             return state.params
-        ema_state = state.opt_state[-1]
-        if not isinstance(ema_state, ParamsEMAState):
+        ema_state = find_state(state.opt_state, ParamsEMAState)
+        if ema_state is None:
             raise TypeError("the optimiser state has no params average; was the state made "
                             "by an agent with the same eval_params_ema?")
         return ema_state.ema
@@ -551,13 +685,21 @@ class MuZeroAgent:
         dp = self.data_parallel
         if dp is not None:
             params, opt_state, train_steps = dp.replicate((params, opt_state, train_steps))
-        step_metrics = []
-        reanalyzed = 0
+        step_count = int(state.train_steps)
+        step_metrics, diagnostics = [], []
+        reanalyzed, reanalyzed_kl = 0, []
         for _ in range(num_steps):
             if self.reanalyze_in_learn:
                 starts = self.replay.sample_starts(cfg.batch_size)
-                reanalyzed += len(self._reanalyze(params, starts)[0])
+                search_params = params
+                if cfg.target_update_interval and cfg.reanalyze_with_target:
+                    search_params = self.target_network(opt_state)
+                fresh = self._reanalyze(search_params, starts)
+                reanalyzed += len(fresh.env)
+                reanalyzed_kl.append(fresh.target_kl)
                 batch = self.replay.sample(cfg.batch_size, starts=starts)
+                if fresh.replaced is not None:  # no write-back: the stored targets return
+                    self.replay.set_search_targets(fresh.env, fresh.time, *fresh.replaced)
             else:
                 batch = self.replay.sample(cfg.batch_size)
             if not cfg.fresh_bootstrap:  # not needed on the device
@@ -566,8 +708,13 @@ class MuZeroAgent:
                     batch = batch._replace(memory=batch.memory._replace(
                         bootstrap_memory=None, bootstrap_first=None))
             device_batch = batch._replace(index=())
+            if not cfg.policy_gradient_weight:  # only the policy-gradient term reads it
+                device_batch = device_batch._replace(behaviour_policy=None)
             if dp is not None:
                 device_batch = dp.shard(device_batch, axis=0)
+            if (cfg.diagnostics_interval and self.supports_diagnostics
+                    and step_count % cfg.diagnostics_interval == 0):
+                diagnostics.append(self._diagnostics(params, opt_state, device_batch))
             params, opt_state, metrics, priority = self._train_step(
                 params, opt_state, train_steps, device_batch)
             if cfg.prioritized:
@@ -575,10 +722,12 @@ class MuZeroAgent:
             if cfg.refresh_memory:
                 self._refresh(params, batch)
             train_steps = train_steps + 1
+            step_count += 1
             step_metrics.append(metrics)
         if step_metrics:
             stacked = jax.device_get(step_metrics)
-            self._last_metrics = {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+            self._last_metrics.update(
+                {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]})
         elif not self._last_metrics:  # still warming up: the same columns, empty
             self._last_metrics = dict.fromkeys(self.loss_columns, float("nan"))
             if cfg.consistency_loss_weight > 0:
@@ -586,6 +735,14 @@ class MuZeroAgent:
             if cfg.policy_gradient_weight > 0:
                 self._last_metrics.update(policy_gradient_loss=float("nan"),
                                           advantage=float("nan"))
+            if self.reanalyze_in_learn:
+                self._last_metrics["target_kl_reanalyzed"] = float("nan")
+        if diagnostics:  # kept until the next ones, so every row has the newest
+            self._last_metrics.update(
+                {k: float(v) for k, v in jax.device_get(diagnostics[-1]).items()})
+        if reanalyzed:
+            self._last_metrics["target_kl_reanalyzed"] = float(np.mean(np.concatenate(
+                reanalyzed_kl)))
         new_state = MuZeroState(
             params=params, opt_state=opt_state, train_steps=train_steps,
             env_steps=state.env_steps + t * n,
@@ -595,28 +752,40 @@ class MuZeroAgent:
             train_steps=float(train_steps), replay_size=float(len(self.replay)),
             root_value_mean=float(np.mean(extras["root_value"])),
             temperature=float(self._temperature(state.env_steps)))
+        if "q_spread" in extras:  # the acting search's diagnostics (run_search)
+            spread = np.asarray(extras["q_spread"])
+            metrics.update(root_q_spread=float(spread.mean()),
+                           root_q_spread_below_0_01=float(np.mean(spread < 0.01)),
+                           target_kl_fresh=float(np.mean(extras["target_kl"])))
         if self.reanalyze_in_learn:
             metrics["reanalyzed_steps"] = float(reanalyzed)
         return new_state, metrics
 
     def _reanalyze(self, params: Params, starts: tuple[np.ndarray, np.ndarray, np.ndarray]
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> Reanalyzed:
         """Fresh search targets for a random ``reanalyze_fraction`` of the sequences starting
-        at ``starts`` (env [B], time [B], weight [B]), written back to the replay; returns the
-        (env [M], time [M]) steps rewritten. The search is :meth:`search_targets` (greedy,
-        noise-free), the one remote reanalyze workers run.
+        at ``starts`` (env [B], time [B], weight [B]), written to the replay (see
+        :class:`Reanalyzed` for what comes back). The search is :meth:`search_targets`
+        (greedy, noise-free), the one remote reanalyze workers run, with ``params``.
         """
         cfg = self.cfg
         env, start, _ = starts
         count = round(cfg.reanalyze_fraction * len(env))
         if count == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            empty = np.zeros(0, np.int64)
+            return Reanalyzed(empty, empty, None, np.zeros(0, np.float32))
         chosen = self.replay.rng.choice(len(env), size=count, replace=False)
         envs, times = self.replay.unroll_positions(env[chosen], start[chosen])
+        kept = None
+        if not cfg.reanalyze_write_back:
+            kept = self.replay.search_targets_at(envs, times)
+        kls = []
         for batch in self.reanalyze_batches(envs, times):
-            policy, value = self.search_targets(params, batch)
-            self.replay.set_search_targets(batch.env, batch.time, policy, value)
-        return envs, times
+            extras = self._search_extras(params, batch)
+            self.replay.set_search_targets(batch.env, batch.time, extras["search_policy"],
+                                           extras["root_value"])
+            kls.append(extras["target_kl"])
+        return Reanalyzed(envs, times, kept, np.concatenate(kls))
 
     # -- reanalyze, also for remote workers ----------------------------------------------------
 
@@ -649,15 +818,19 @@ class MuZeroAgent:
         with network params ``net``: the acting search, greedy (no Dirichlet or Gumbel noise,
         which would make the targets a noisy copy of what the network already knows rather
         than its best estimate) with a fixed key, so they depend on the params alone."""
+        extras = self._search_extras(net, batch)
+        return extras["search_policy"], extras["root_value"]
+
+    def _search_extras(self, net: Params, batch: ReanalyzeBatch) -> dict[str, np.ndarray]:
+        """:meth:`search_targets` with every search output ([M, ...] each, numpy)."""
         actor = ActorParams(net=net, temperature=jnp.ones((), jnp.float32),
                             explore=jnp.zeros((), jnp.float32))
         memory = {}
         if batch.memory is not None:
             memory = {"first": batch.first, "memory": batch.memory}
         out = self._act(actor, batch.obs, self._reanalyze_key, greedy=True, **memory)
-        extras = jax.device_get(out.extras)
         m = len(batch.env)
-        return np.asarray(extras["search_policy"][:m]), np.asarray(extras["root_value"][:m])
+        return {k: np.asarray(v)[:m] for k, v in jax.device_get(out.extras).items()}
 
     def write_search_targets(self, env: np.ndarray, time: np.ndarray, search_policy: np.ndarray,
                              root_value: np.ndarray) -> int:
@@ -741,8 +914,10 @@ class MuZeroAgent:
             explore=params.explore,
             max_considered_actions=cfg.max_considered_actions, gumbel_scale=cfg.gumbel_scale,
             gumbel_value_scale=cfg.gumbel_value_scale,
-            gumbel_rescale_values=cfg.gumbel_rescale_values)
-        extras = {"search_policy": out.search_policy, "root_value": out.root_value}
+            gumbel_rescale_values=cfg.gumbel_rescale_values, gumbel_q_floor=cfg.gumbel_q_floor,
+            gumbel_q_stats=cfg.gumbel_q_stats)
+        extras = {"search_policy": out.search_policy, "root_value": out.root_value,
+                  "q_spread": out.q_spread, "target_kl": out.target_kl}
         if memory is not None:
             extras["memory"] = memory  # what the replay stores: the memory before obs
         return ActOutput(action=out.action, extras=extras, carry=next_memory)
@@ -794,7 +969,18 @@ class MuZeroAgent:
         start, _ = jax.lax.scan(step, memory.memory, time_major)
         return start if through else jax.lax.stop_gradient(start)
 
-    def _loss(self, params: Params, batch: ReplayBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def _loss(self, params: Params, batch: ReplayBatch, boot_params: Params | None = None
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The batch's loss and the logged metrics (plus ``priority`` [B]); ``boot_params``
+        (default: ``params``) value the bootstrap observations."""
+        terms, aux = self._loss_terms(params, batch,
+                                      params if boot_params is None else boot_params)
+        return jnp.mean(batch.weight * sum(terms.values())), aux
+
+    def _loss_terms(self, params: Params, batch: ReplayBatch, boot_params: Params
+                    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        """The loss split into its weighted terms (name -> [B], summing to the per-sample
+        loss) and the logged metrics of :meth:`_loss`."""
         cfg = self.cfg
         k = cfg.unroll_steps
         chex.assert_shape(batch.action, (None, k))
@@ -827,7 +1013,7 @@ class MuZeroAgent:
                 boot_first = _flatten2(batch.memory.bootstrap_first)
                 boot_memory = _flatten2(batch.memory.bootstrap_memory)
             _, _, boot_logits = self.network.apply(
-                jax.lax.stop_gradient(params), boot_obs, boot_first, boot_memory,
+                jax.lax.stop_gradient(boot_params), boot_obs, boot_first, boot_memory,
                 method=MuZeroNetwork.initial_inference)
             boot_value = logits_to_scalar(boot_logits, cfg.support_size).reshape(
                 batch.value_partial.shape)  # [B, K+1]
@@ -842,26 +1028,54 @@ class MuZeroAgent:
         reward = losses.reward.sum(-1) / k  # [B]
         terminal = losses.terminal.sum(-1) / k  # [B]
         entropy = policy_entropy(policy_logits, batch.policy_mask, step_weight)  # [B]
-        per_sample = (cfg.policy_loss_weight * policy + cfg.value_loss_weight * value
-                      + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal
-                      - cfg.policy_entropy_weight * entropy)
+        terms = {"policy": cfg.policy_loss_weight * policy, "value": cfg.value_loss_weight * value,
+                 "reward": cfg.reward_loss_weight * reward,
+                 "terminal": cfg.terminal_loss_weight * terminal}
+        if cfg.policy_entropy_weight > 0:
+            terms["entropy"] = -cfg.policy_entropy_weight * entropy
         extra = {}
         if cfg.policy_gradient_weight > 0:
             pg, metrics = self._policy_gradient_term(params, batch, logits0, value_logits0)
-            per_sample = per_sample + cfg.policy_gradient_weight * pg
+            terms["policy_gradient"] = cfg.policy_gradient_weight * pg
             extra.update(metrics)
         if cfg.consistency_loss_weight > 0:
             consistency = self._consistency(params, latents.swapaxes(0, 1), batch)  # [B]
-            per_sample = per_sample + cfg.consistency_loss_weight * consistency
+            terms["consistency"] = cfg.consistency_loss_weight * consistency
             extra["consistency_loss"] = consistency.mean()
-        loss = jnp.mean(batch.weight * per_sample)
         error, priority = value_error_and_priority(value_logits, reward_logits, batch,
                                                    cfg.support_size, cfg.priority_reward_weight)
         aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
                "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
                "policy_entropy": entropy.mean(), "value_error": error.mean(),
                "priority": priority, **extra}
-        return loss, aux
+        return terms, aux
+
+    def _diagnostics_impl(self, params: Params, opt_state: optax.OptState,
+                          batch: ReplayBatch) -> dict[str, jax.Array]:
+        """What decides whether each loss shapes the representation: the norm of each
+        weighted loss term's gradient at the representation's params (``grad_norm_<term>``),
+        and the effective rank (Roy & Vetterli 2007: exp of the entropy of the normalised
+        singular values) of the batch's root latents, between 1 (collapsed) and D."""
+        self.trace_counts["diagnostics"] += 1
+        boot_params = self._bootstrap_params(params, opt_state)
+        names = list(jax.eval_shape(lambda p: self._loss_terms(p, batch, boot_params)[0],
+                                    params))
+
+        def term_means(p):
+            terms, _ = self._loss_terms(p, batch, boot_params)
+            return jnp.stack([jnp.mean(batch.weight * terms[n]) for n in names])
+
+        jac = jax.jacrev(term_means)(params)["params"]["representation"]  # leaves [T, ...]
+        sq = sum(jnp.sum(jnp.square(x).reshape(len(names), -1), -1)
+                 for x in jax.tree_util.tree_leaves(jac))  # [T]
+        out = {f"grad_norm_{n}": jnp.sqrt(sq[i]) for i, n in enumerate(names)}
+        first, memory = None, None
+        if batch.memory is not None:
+            first, memory = batch.memory.first, self._start_memory(params, batch.memory)
+        latent = self.network.apply(params, batch.obs, first, memory,
+                                    method=MuZeroNetwork.represent)  # [B, D]
+        out["latent_effective_rank"] = effective_rank(latent)
+        return out
 
     def _real_predictions(self, params: Params, batch: ReplayBatch, steps: int
                           ) -> tuple[jax.Array, jax.Array]:
@@ -926,11 +1140,24 @@ class MuZeroAgent:
         return consistency_loss(online.reshape(b, k, -1), target.reshape(b, k, -1),
                                 batch.next_obs_mask)
 
+    def target_network(self, opt_state: optax.OptState) -> Params:
+        """The target network's params (``target_update_interval`` > 0)."""
+        found = find_state(opt_state, TargetParamsState)
+        if found is None:
+            raise TypeError("the optimiser state has no target network; was it made by an "
+                            "agent with the same target_update_interval?")
+        return found.target
+
+    def _bootstrap_params(self, params: Params, opt_state: optax.OptState) -> Params:
+        """What values the bootstrap observations: the target network when there is one."""
+        return self.target_network(opt_state) if self.cfg.target_update_interval else params
+
     def _train_step_impl(self, params: Params, opt_state: optax.OptState, step: jax.Array,
                          batch: ReplayBatch) -> tuple[Params, optax.OptState, dict[str, Any],
                                                       jax.Array]:
         self.trace_counts["train"] += 1
-        (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(params, batch)
+        (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            params, batch, self._bootstrap_params(params, opt_state))
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         priority = aux.pop("priority")

@@ -32,6 +32,14 @@ class MuZeroConfig:
     # defaults). Normalising turns tiny Q differences of an untrained model into a full push.
     gumbel_value_scale: float = dataclasses.field(default=0.1, metadata=_range(0.0))
     gumbel_rescale_values: bool = True
+    # gumbel: the smallest Q spread the min-max normalisation divides by (mctx: 1e-8). With
+    # 0.01 (EfficientZero V2, LightZero) a spread far below 0.01, which in a sparse-reward
+    # room is model noise, pushes the prior by a fraction of a logit instead of the full push.
+    gumbel_q_floor: float = dataclasses.field(default=1e-8, metadata=_range(1e-12))
+    # gumbel: the min and max that normalise Q: "root" (mctx), over the node's completed
+    # Q-values; "tree" (EfficientZero V2), over every Q-value and node value in the tree, so
+    # the root's spread is measured against what the whole search saw.
+    gumbel_q_stats: Literal["root", "tree"] = "root"
     num_simulations: int = dataclasses.field(default=16, metadata=_range(1))
     pb_c_init: float = dataclasses.field(default=1.25, metadata=_range(0.0))
     pb_c_base: float = dataclasses.field(default=19652.0, metadata=_range(1.0))
@@ -63,6 +71,21 @@ class MuZeroConfig:
     # observation (no gradient) instead of the root value the search stored when acting,
     # which can be as old as the replay.
     fresh_bootstrap: bool = True
+    # A target network (DQN, EfficientZero, LightZero): a copy of the params refreshed every
+    # this many train steps. With it the value bootstraps (fresh_bootstrap) and, with
+    # reanalyze_with_target, reanalyze's searches read the copy rather than the params being
+    # trained, so targets do not chase the network they train. 0 = off.
+    target_update_interval: int = dataclasses.field(default=0, metadata=_range(0))
+    # With target_update_interval > 0: reanalyze searches with the target network (a lagged
+    # model, as EfficientZero V2 does) instead of the current params.
+    reanalyze_with_target: bool = True
+    # Reanalyze writes its fresh targets back to the replay (Reanalyse, MuZero Unplugged), so
+    # later batches read them too; off, they replace the stored ones in this batch only
+    # (EfficientZero V1), so a stored step never accumulates pushes from successive priors.
+    reanalyze_write_back: bool = True
+    # Every this many train steps, log per-loss gradient norms at the representation and the
+    # effective rank of the root latents (one extra backward pass per loss term). 0 = off.
+    diagnostics_interval: int = dataclasses.field(default=100, metadata=_range(0))
     # Recurrent encoder (model.recurrent: true) only: before each sampled sequence, re-encode
     # up to this many stored observations (no gradient, from the memory stored that many
     # steps earlier, never past the episode start), so the start memory comes from the
@@ -155,6 +178,9 @@ class MuZeroConfig:
             raise ValueError("stochastic: true searches with chance nodes (pUCT); set search to "
                              "'muzero' or 'regularized' (there is no Gumbel search with chance "
                              "nodes)")
+        if self.gumbel_q_stats not in ("root", "tree"):
+            raise ValueError("gumbel_q_stats must be 'root' or 'tree', got "
+                             f"{self.gumbel_q_stats!r}")
         if self.reward_head not in ("shared", "per_action"):
             raise ValueError("reward_head must be 'shared' or 'per_action', got "
                              f"{self.reward_head!r}")

@@ -203,6 +203,8 @@ def run_stochastic_search(params: Params, rng: jax.Array, root: mctx.RootFnOutpu
 class StochasticMuZeroAgent(mz.MuZeroAgent):
     """The MuZero agent with chance nodes in its model and its search."""
 
+    supports_diagnostics = False  # its loss is not split into terms
+
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
         if cfg.search not in ("muzero", "regularized"):
@@ -286,7 +288,8 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
             params, obs, method=StochasticMuZeroNetwork.initial_inference)
         return logits.reshape(b, steps, -1), value_logits.reshape(b, steps, -1)
 
-    def _loss(self, params: Params, batch: ReplayBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def _loss(self, params: Params, batch: ReplayBatch, boot_params: Params | None = None
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg
         k = cfg.unroll_steps
         b = batch.action.shape[0]
@@ -320,7 +323,8 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
                                         jnp.swapaxes(has_next, 0, 1))))  # each [K, B, ...]
         policy_logits = jnp.concatenate([logits0[None], logits], 0).swapaxes(0, 1)
         value_logits = jnp.concatenate([value_logits0[None], value_logits], 0).swapaxes(0, 1)
-        batch = self._fresh_value_targets(params, batch)
+        batch = self._fresh_value_targets(params if boot_params is None else boot_params,
+                                          batch)
         losses = mz.unroll_losses(policy_logits, value_logits, reward_logits.swapaxes(0, 1),
                                   terminal_logits.swapaxes(0, 1), batch, cfg.support_size)
         # The afterstate value after a_k has the same expectation as the state value z_k
