@@ -350,3 +350,19 @@ def test_state_dict_round_trips_through_msgpack():
     assert len(empty) == 0
     with pytest.raises(ValueError, match="slots per env"):
         fresh(max_size=80).load_state_dict(replay.state_dict())
+
+
+def test_replay_saved_before_the_behaviour_policy_field_still_loads():
+    """A checkpoint's replay from before the acting policy had its own field: it loads, and
+    the importance weights read the stored search policy, as that run's did."""
+    replay = ReplayBuffer(max_size=40, num_unroll_steps=2, td_steps=3, gamma=0.9)
+    add_steps(replay, 7, 2)
+    state = replay.state_dict()
+    state["data"] = {k: v for k, v in state["data"].items() if k != "behaviour_policy"}
+    restored = ReplayBuffer(max_size=40, num_unroll_steps=2, td_steps=3, gamma=0.9)
+    restored.load_state_dict(state)
+    np.testing.assert_array_equal(restored.data["behaviour_policy"],
+                                  replay.data["search_policy"])
+    state["data"] = {k: v for k, v in state["data"].items() if k != "root_value"}
+    with pytest.raises(ValueError, match="fields"):
+        ReplayBuffer(max_size=40, num_unroll_steps=2, td_steps=3, gamma=0.9).load_state_dict(state)

@@ -322,8 +322,12 @@ class ReplayBuffer:
             raise ValueError(f"the saved replay has {int(state['capacity'])} slots per env, "
                              f"this buffer {capacity} ({self.max_size} steps over {n} envs)")
         expected = ("action", "reward", "terminated", "truncated", "truncation_value",
-                    "search_policy", "root_value", "outcome", "priority")
+                    "search_policy", "behaviour_policy", "root_value", "outcome", "priority")
         data = {k: np.array(v) for k, v in state["data"].items()}  # copies: writable
+        if "behaviour_policy" not in data and "search_policy" in data:
+            # Saved before the acting policy had its own field: those runs' importance
+            # weights read the stored search policy, so a resumed run keeps doing that.
+            data["behaviour_policy"] = data["search_policy"].copy()
         obs = {k: np.array(v) for k, v in state["obs"].items()}
         if sorted(data) != sorted(expected) or not obs:
             raise ValueError(f"the saved replay has fields {sorted(data)} and observations "
