@@ -164,7 +164,7 @@ def test_every_config_key_is_documented():
 
 @pytest.mark.parametrize("path, expected", [
     ("configs/ppo/room_5x5.yaml", "2d7b07a1cd91c7f3"),
-    ("configs/muzero/room_5x5.yaml", "f0c077c2f036fd4f"),
+    ("configs/muzero/room_5x5.yaml", "440f3a4abf83bce2"),  # since its 6k recipe
 ])
 def test_config_hash_is_stable_across_new_keys(path, expected):
     # Checkpoints store this hash: if it changes, existing experiments stop resuming. Keys

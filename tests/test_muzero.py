@@ -437,6 +437,7 @@ def test_cli_make_run_eval(tmp_path, capsys):
     cfg["record"]["every_n_episodes"] = 0
     cfg["train"]["log_every_steps"] = 512
     cfg["muzero"]["eval_params_ema"] = 0.99  # eval acts with the params' moving average
+    cfg["muzero"]["replay_ratio"] = 4.0  # the plumbing, not the learning: fewer train steps
     path = tmp_path / "room_5x5.yaml"
     path.write_text(yaml.safe_dump(cfg))
     exp = tmp_path / "exp"
