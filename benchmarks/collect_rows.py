@@ -17,6 +17,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from omega.training.checkpoint import atomic_write_bytes  # noqa: E402
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,13 +31,14 @@ def main() -> None:
     for path in args.files:
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            sys.exit(f"collect_rows.py: {path}: {e}")
+            data["base_config"], data["steps"], data["rows"]  # noqa: B018 - what a file must have
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            p.error(f"{path}: not a muzero_ablation.py --out file ({e})")
         if merged is None:
             merged = {"base_config": data["base_config"], "steps": data["steps"], "rows": []}
         elif (data["base_config"], data["steps"]) != (merged["base_config"], merged["steps"]):
-            sys.exit(f"collect_rows.py: {path} is {data['base_config']} at {data['steps']} env "
-                     f"steps, the first file {merged['base_config']} at {merged['steps']}")
+            p.error(f"{path} is {data['base_config']} at {data['steps']} env steps, the first "
+                    f"file {merged['base_config']} at {merged['steps']}")
         merged["rows"].extend(data["rows"])
     assert merged is not None
     variants: dict[str, list[dict]] = {}
@@ -47,10 +52,7 @@ def main() -> None:
         shown = " / ".join(f"{r['seed']}: {x:.2f}" for r, x in zip(rows, rates, strict=True))
         print(f"{name:<40} {shown:<28} {sum(rates) / len(rates):>6.3f}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, indent=2) + "\n")
-        tmp.replace(args.out)
+        atomic_write_bytes(args.out, (json.dumps(merged, indent=2) + "\n").encode())
         print(f"wrote {args.out}")
 
 

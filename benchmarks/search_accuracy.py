@@ -46,7 +46,11 @@ from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar  # noqa
 from omega.config import config_hash  # noqa: E402
 from omega.envs import EnvFactory  # noqa: E402
 from omega.errors import OmegaError  # noqa: E402
-from omega.training.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
+from omega.training.checkpoint import (  # noqa: E402
+    atomic_write_bytes,
+    list_checkpoints,
+    load_checkpoint,
+)
 from omega.training.evaluate import evaluation_params  # noqa: E402
 from omega.training.experiment import CHECKPOINT_DIR, load_experiment  # noqa: E402
 from omega.training.loop import probe_env  # noqa: E402
@@ -182,8 +186,7 @@ def main() -> int:
                   f"{c['search_argmax_right']:>6.2f} {c['prior_mass_right']:>7.2f} "
                   f"{c['search_mass_right']:>8.2f} {c['q_spread']:>8.3f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        atomic_write_bytes(args.json, (json.dumps(data, indent=2) + "\n").encode())
         print(f"wrote {args.json}")
     return 0
 
