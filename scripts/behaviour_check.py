@@ -70,7 +70,7 @@ def main() -> int:
             ref_path = args.compare / f"{name}.csv"
             with open(ref_path, newline="") as f:
                 ref = list(csv.DictReader(f))
-            diffs = [(i, k, r.get(k), row.get(k)) for i, (r, row) in enumerate(zip(ref, rows))
+            diffs = [(i, k, r.get(k), row.get(k)) for i, (r, row) in enumerate(zip(ref, rows, strict=False))
                      for k in set(r) | set(row) if r.get(k) != row.get(k)]
             if diffs or len(ref) != len(rows):
                 failed = True
