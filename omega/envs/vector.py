@@ -139,18 +139,12 @@ def _write(bufs: dict[str, np.ndarray], row: int, obs: dict[str, Any]) -> None:
         buf[row] = obs[key]
 
 
-def _worker_main(
-    worker_id: int,
-    env_fn: Callable[[int], gymnasium.Env],
-    start: int,
-    stop: int,
+def _build_envs(
+    env_fn: Callable[[int], gymnasium.Env], start: int, stop: int,
     conn: mp_connection.Connection,
-    shm_specs: tuple | None,
-) -> None:
-    # Ctrl-C goes to the whole process group; the parent decides what to do.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_parent_watchdog, args=(os.getppid(),), daemon=True).start()
-
+) -> list[gymnasium.Env] | None:
+    """Builds envs ``start..stop-1`` and sends ``ready`` with their spaces; on an error
+    sends ``init_error`` naming the env being built and returns None."""
     envs: list[gymnasium.Env] = []
     current = start
     try:
@@ -169,114 +163,178 @@ def _worker_main(
             conn.send(("init_error", (current, _describe_exception(exc), traceback.format_exc())))
         except Exception:
             pass
-        return
+        return None
+    return envs
 
-    n = stop - start
-    shms: list = []
-    obs_bufs: dict[str, np.ndarray] = {}
-    final_bufs: dict[str, np.ndarray] = {}
-    ctl: dict[str, np.ndarray] = {}
 
-    def attach(specs) -> None:
-        nonlocal obs_bufs, final_bufs, ctl
+class _WorkerEnvs:
+    """A worker's envs ``start..stop-1``, its views of the shared buffers and the
+    returns/lengths of their running episodes.
+
+    ``current`` is the env being stepped, reset or written: an error names it.
+    """
+
+    def __init__(self, envs: list[gymnasium.Env], start: int, stop: int,
+                 conn: mp_connection.Connection):
+        self.envs = envs
+        self.start = start
+        self.stop = stop
+        self.conn = conn
+        self.shms: list = []
+        self.obs_bufs: dict[str, np.ndarray] = {}
+        self.final_bufs: dict[str, np.ndarray] = {}
+        self.ctl: dict[str, np.ndarray] = {}
+        n = stop - start
+        self.ep_return = np.zeros(n, dtype=np.float64)
+        self.ep_length = np.zeros(n, dtype=np.int64)
+        self.current = start
+
+    def attach(self, specs) -> None:
         for group in specs:
-            shms.extend(shared_memory.SharedMemory(name=name) for _, name, _, _ in group)
-        obs_bufs = _attach_arrays(shms, specs[0])
-        final_bufs = _attach_arrays(shms, specs[1])
-        ctl = {k: v[start:stop] for k, v in _attach_arrays(shms, specs[2]).items()}
+            self.shms.extend(shared_memory.SharedMemory(name=name) for _, name, _, _ in group)
+        self.obs_bufs = _attach_arrays(self.shms, specs[0])
+        self.final_bufs = _attach_arrays(self.shms, specs[1])
+        self.ctl = {
+            k: v[self.start:self.stop] for k, v in _attach_arrays(self.shms, specs[2]).items()
+        }
 
-    if shm_specs is not None:
-        attach(shm_specs)
-    ep_return = np.zeros(n, dtype=np.float64)
-    ep_length = np.zeros(n, dtype=np.int64)
-    current = start
-    try:
-        while True:
+    def step(self) -> None:
+        """Hot path: actions in, rewards/flags out through shared memory; only finished
+        episodes (rare) are pickled."""
+        actions, rewards = self.ctl["actions"], self.ctl["rewards"]
+        terminated, truncated = self.ctl["terminated"], self.ctl["truncated"]
+        ep_return, ep_length = self.ep_return, self.ep_length
+        episodes = []
+        new_obs = []
+        for j, env in enumerate(self.envs):
+            self.current = self.start + j
+            obs, reward, term, trunc, info = env.step(int(actions[j]))
+            reward = float(reward)
+            term, trunc = bool(term), bool(trunc)
+            rewards[j], terminated[j], truncated[j] = reward, term, trunc
+            ep_return[j] += reward
+            ep_length[j] += 1
+            if term or trunc:
+                # Write now: the env may reuse its obs buffers on reset.
+                _write(self.final_bufs, self.current, obs)
+                success = bool(info.get("success", False)) if info else False
+                episodes.append(
+                    (
+                        self.current,
+                        float(ep_return[j]),
+                        int(ep_length[j]),
+                        success,
+                        trunc and not term,
+                    )
+                )
+                ep_return[j] = 0.0
+                ep_length[j] = 0
+                obs, _ = env.reset()
+            new_obs.append(obs)
+        self._publish(new_obs)
+        if episodes:
+            self.conn.send(("ok", episodes))
+        else:
+            self.conn.send_bytes(_OK)
+
+    def _publish(self, new_obs: list) -> None:
+        # Observations are published only once every env of this worker has stepped
+        # (or reset), so a crash midway leaves the previous observations intact.
+        for j, obs in enumerate(new_obs):
+            self.current = self.start + j
+            _write(self.obs_bufs, self.current, obs)
+
+    def handle_reset(self, seeds) -> bool:
+        new_obs = []
+        for j, env in enumerate(self.envs):
+            self.current = self.start + j
+            obs, _ = env.reset(seed=seeds[j])
+            new_obs.append(obs)
+        self._publish(new_obs)
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+        self.conn.send_bytes(_OK)
+        return True
+
+    def handle_attach(self, specs) -> bool:
+        self.attach(specs)
+        self.conn.send_bytes(_OK)
+        return True
+
+    def handle_close(self, _payload) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Closes the shared memory views and the envs, ignoring errors."""
+        self.obs_bufs = self.final_bufs = self.ctl = {}
+        for shm in self.shms:
             try:
-                msg = conn.recv_bytes()
-            except (EOFError, OSError):
-                break  # parent gone
-            if msg == _STEP:
-                # Hot path: actions in, rewards/flags out through shared memory; only
-                # finished episodes (rare) are pickled.
-                actions, rewards = ctl["actions"], ctl["rewards"]
-                terminated, truncated = ctl["terminated"], ctl["truncated"]
-                episodes = []
-                new_obs = []
-                for j, env in enumerate(envs):
-                    current = start + j
-                    obs, reward, term, trunc, info = env.step(int(actions[j]))
-                    reward = float(reward)
-                    term, trunc = bool(term), bool(trunc)
-                    rewards[j], terminated[j], truncated[j] = reward, term, trunc
-                    ep_return[j] += reward
-                    ep_length[j] += 1
-                    if term or trunc:
-                        # Write now: the env may reuse its obs buffers on reset.
-                        _write(final_bufs, current, obs)
-                        success = bool(info.get("success", False)) if info else False
-                        episodes.append(
-                            (
-                                current,
-                                float(ep_return[j]),
-                                int(ep_length[j]),
-                                success,
-                                trunc and not term,
-                            )
-                        )
-                        ep_return[j] = 0.0
-                        ep_length[j] = 0
-                        obs, _ = env.reset()
-                    new_obs.append(obs)
-                # Observations are published only once every env of this worker has
-                # stepped, so a crash mid-step leaves the previous observations intact.
-                for j, obs in enumerate(new_obs):
-                    current = start + j
-                    _write(obs_bufs, current, obs)
-                if episodes:
-                    conn.send(("ok", episodes))
-                else:
-                    conn.send_bytes(_OK)
-                continue
-            cmd, payload = pickle.loads(msg)
-            if cmd == "reset":
-                seeds = payload
-                new_obs = []
-                for j, env in enumerate(envs):
-                    current = start + j
-                    obs, _ = env.reset(seed=seeds[j])
-                    new_obs.append(obs)
-                for j, obs in enumerate(new_obs):
-                    current = start + j
-                    _write(obs_bufs, current, obs)
-                ep_return[:] = 0.0
-                ep_length[:] = 0
-                conn.send_bytes(_OK)
-            elif cmd == "attach":
-                attach(payload)
-                conn.send_bytes(_OK)
-            elif cmd == "close":
-                break
-            else:
-                raise ValueError(f"unknown command {cmd!r}")
+                shm.close()
+            except Exception:
+                pass
+        for env in self.envs:
+            try:
+                env.close()
+            except Exception:
+                pass
+
+
+# Pickled commands (parent -> worker) and their handlers; a handler answers the parent
+# and returns whether the worker keeps serving.
+_HANDLERS: dict[str, Callable[[_WorkerEnvs, Any], bool]] = {
+    "reset": _WorkerEnvs.handle_reset,
+    "attach": _WorkerEnvs.handle_attach,
+    "close": _WorkerEnvs.handle_close,
+}
+
+
+def _serve(worker: _WorkerEnvs, conn: mp_connection.Connection) -> None:
+    """Answers the parent's commands until it sends ``close`` or goes away."""
+    while True:
+        try:
+            msg = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # parent gone
+        if msg == _STEP:
+            worker.step()
+            continue
+        cmd, payload = pickle.loads(msg)
+        handler = _HANDLERS.get(cmd)
+        if handler is None:
+            raise ValueError(f"unknown command {cmd!r}")
+        if not handler(worker, payload):
+            return
+
+
+def _worker_main(
+    worker_id: int,
+    env_fn: Callable[[int], gymnasium.Env],
+    start: int,
+    stop: int,
+    conn: mp_connection.Connection,
+    shm_specs: tuple | None,
+) -> None:
+    # Ctrl-C goes to the whole process group; the parent decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_parent_watchdog, args=(os.getppid(),), daemon=True).start()
+
+    envs = _build_envs(env_fn, start, stop, conn)
+    if envs is None:
+        return
+    worker = _WorkerEnvs(envs, start, stop, conn)
+    if shm_specs is not None:
+        worker.attach(shm_specs)
+    try:
+        _serve(worker, conn)
     except BaseException as exc:  # noqa: BLE001 - report everything to the parent
         try:
-            conn.send(("error", (current, _describe_exception(exc), traceback.format_exc())))
+            conn.send(("error", (worker.current, _describe_exception(exc),
+                                 traceback.format_exc())))
         except Exception:
             pass
         # Do not try to close possibly broken envs; the parent restarts this worker.
         os._exit(1)
-    obs_bufs = final_bufs = ctl = {}
-    for shm in shms:
-        try:
-            shm.close()
-        except Exception:
-            pass
-    for env in envs:
-        try:
-            env.close()
-        except Exception:
-            pass
+    worker.close()
     try:
         conn.close()
     except Exception:

@@ -189,6 +189,21 @@ def checkpoint_every(budget: int, checkpoints: int) -> int:
     return max(1, math.ceil(budget / checkpoints))
 
 
+@dataclasses.dataclass(frozen=True)
+class _SuiteSettings:
+    """A suite file's top-level settings, validated."""
+
+    name: str
+    output_dir: Path
+    seeds: tuple[int, ...]  # every entry's, unless it names its own
+    budget: dict[str, int]  # per agent_type, unless an entry gives its own
+    checkpoints: int
+    episodes: int
+    eval_seed: int
+    baselines: bool
+    overrides: dict[str, Any]  # nested, set in every entry
+
+
 def load_suite(path: str | Path, output_dir: str | Path | None = None) -> Suite:
     """Reads and validates a suite file and every config it names."""
     path = Path(path)
@@ -198,6 +213,25 @@ def load_suite(path: str | Path, output_dir: str | Path | None = None) -> Suite:
         raise ConfigError(str(e).replace("config file", "suite file", 1)) from None
     where = str(path)
     _unknown(data, SUITE_KEYS, where)
+    s = _suite_settings(data, path, output_dir)
+    entries = data.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: 'runs' must be a non-empty list of entries like "
+                          "'- config: ../ppo/room_5x5.yaml'")
+
+    runs: list[RunSpec] = []
+    names: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        runs.extend(_entry_runs(path, i, entry, s, names))
+    base_specs = _baseline_specs(runs) if s.baselines else []
+    return Suite(name=s.name, path=path, output_dir=s.output_dir, eval_episodes=s.episodes,
+                 eval_seed=s.eval_seed, checkpoints=s.checkpoints, runs=tuple(runs),
+                 baselines=tuple(base_specs))
+
+
+def _suite_settings(data: dict[str, Any], path: Path,
+                    output_dir: str | Path | None) -> _SuiteSettings:
+    where = str(path)
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{where}: 'name' must be letters, digits, '_', '-' or '.', got "
@@ -218,80 +252,95 @@ def load_suite(path: str | Path, output_dir: str | Path | None = None) -> Suite:
     if not isinstance(baselines, bool):
         raise ConfigError(f"{where}: 'baselines' must be true or false, got {baselines!r}")
     common = overrides_to_nested(data.get("overrides"), f"{where}: 'overrides'")
-    entries = data.get("runs")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{where}: 'runs' must be a non-empty list of entries like "
-                          "'- config: ../ppo/room_5x5.yaml'")
+    return _SuiteSettings(name=name, output_dir=out, seeds=seeds, budget=budget,
+                          checkpoints=checkpoints, episodes=episodes, eval_seed=eval_seed,
+                          baselines=baselines, overrides=common)
 
-    runs: list[RunSpec] = []
-    names: dict[str, int] = {}
-    for i, entry in enumerate(entries):
-        at = f"{where}: runs[{i}]"
-        if isinstance(entry, str):
-            entry = {"config": entry}
-        if not isinstance(entry, dict) or "config" not in entry:
-            raise ConfigError(f"{at} must be a mapping with a 'config' key (a config file "
-                              f"relative to {path.parent}), got {entry!r}")
-        _unknown(entry, RUN_KEYS, at)
-        if not isinstance(entry["config"], str):
-            raise ConfigError(f"{at}: 'config' must be a file path, got {entry['config']!r}")
-        cfg_path = path.parent / entry["config"]
-        at = f"{where}: runs[{i}] ({entry['config']})"
-        if not cfg_path.is_file():
-            raise ConfigError(f"{at}: config file '{cfg_path}' not found; the path is relative "
-                              f"to the suite file's folder ({path.parent})")
+
+def _entry_config(path: Path, i: int, entry: Any,
+                  common: dict[str, Any]) -> tuple[str, dict[str, Any], Path, dict[str, Any]]:
+    """Entry ``runs[i]``'s config with the suite's and the entry's overrides: returns where
+    errors point (``at``), the entry as a mapping, its config file and the merged config."""
+    where = str(path)
+    at = f"{where}: runs[{i}]"
+    if isinstance(entry, str):
+        entry = {"config": entry}
+    if not isinstance(entry, dict) or "config" not in entry:
+        raise ConfigError(f"{at} must be a mapping with a 'config' key (a config file "
+                          f"relative to {path.parent}), got {entry!r}")
+    _unknown(entry, RUN_KEYS, at)
+    if not isinstance(entry["config"], str):
+        raise ConfigError(f"{at}: 'config' must be a file path, got {entry['config']!r}")
+    cfg_path = path.parent / entry["config"]
+    at = f"{where}: runs[{i}] ({entry['config']})"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{at}: config file '{cfg_path}' not found; the path is relative "
+                          f"to the suite file's folder ({path.parent})")
+    try:
+        base = load_config_data(cfg_path)
+        base = merge_config_data(base, common)
+        base = merge_config_data(base, overrides_to_nested(entry.get("overrides"),
+                                                           "'overrides'"))
+    except ConfigError as e:
+        raise ConfigError(f"{at}: {e}") from None
+    return at, entry, cfg_path, base
+
+
+def _entry_runs(path: Path, i: int, entry: Any, s: _SuiteSettings,
+                names: dict[str, int]) -> list[RunSpec]:
+    """The runs of entry ``runs[i]``, one per seed; ``names`` maps the entry names taken so
+    far to their index (this entry's is added)."""
+    at, entry, cfg_path, base = _entry_config(path, i, entry, s.overrides)
+    try:
+        probe = config_from_dict(base)
+    except ConfigError as e:
+        raise ConfigError(f"{at}: {e}") from None
+    agent = probe.agent_type
+    run_budget = (_int(entry["budget"], f"{at}: 'budget'", 1) if "budget" in entry
+                  else s.budget.get(agent))
+    if run_budget is None:
+        raise ConfigError(f"{at}: no budget for agent_type '{agent}'; add it to the "
+                          f"suite's 'budget' (e.g. budget: {{{agent}: 100000}}) or give "
+                          "the entry a 'budget'")
+    run_name = entry.get("name") or f"{agent}/{cfg_path.stem}"
+    if not isinstance(run_name, str) or not _NAME.match(run_name) or ".." in run_name:
+        raise ConfigError(f"{at}: 'name' must be letters, digits, '_', '-', '.' and '/', "
+                          f"got {run_name!r}")
+    if run_name in names:
+        raise ConfigError(f"{at}: the name '{run_name}' is taken by runs[{names[run_name]}]; "
+                          "give one of them a 'name'")
+    names[run_name] = i
+    run_seeds = _seeds(entry["seeds"], f"{at}: 'seeds'") if "seeds" in entry else s.seeds
+    runs = []
+    for seed in run_seeds:
+        final = merge_config_data(base, {
+            "seed": seed,
+            "train": {"total_env_steps": run_budget,
+                      "checkpoint_every_steps": checkpoint_every(run_budget, s.checkpoints),
+                      "keep_checkpoints": s.checkpoints + 2},
+            "eval": {"episodes": s.episodes, "seed": s.eval_seed},
+        })
         try:
-            base = load_config_data(cfg_path)
-            base = merge_config_data(base, common)
-            base = merge_config_data(base, overrides_to_nested(entry.get("overrides"),
-                                                               "'overrides'"))
-            probe = config_from_dict(base)
+            cfg = config_to_dict(config_from_dict(final))
         except ConfigError as e:
             raise ConfigError(f"{at}: {e}") from None
-        agent = probe.agent_type
-        run_budget = (_int(entry["budget"], f"{at}: 'budget'", 1) if "budget" in entry
-                      else budget.get(agent))
-        if run_budget is None:
-            raise ConfigError(f"{at}: no budget for agent_type '{agent}'; add it to the "
-                              f"suite's 'budget' (e.g. budget: {{{agent}: 100000}}) or give "
-                              "the entry a 'budget'")
-        run_name = entry.get("name") or f"{agent}/{cfg_path.stem}"
-        if not isinstance(run_name, str) or not _NAME.match(run_name) or ".." in run_name:
-            raise ConfigError(f"{at}: 'name' must be letters, digits, '_', '-', '.' and '/', "
-                              f"got {run_name!r}")
-        if run_name in names:
-            raise ConfigError(f"{at}: the name '{run_name}' is taken by runs[{names[run_name]}]; "
-                              "give one of them a 'name'")
-        names[run_name] = i
-        run_seeds = _seeds(entry["seeds"], f"{at}: 'seeds'") if "seeds" in entry else seeds
-        for seed in run_seeds:
-            final = merge_config_data(base, {
-                "seed": seed,
-                "train": {"total_env_steps": run_budget,
-                          "checkpoint_every_steps": checkpoint_every(run_budget, checkpoints),
-                          "keep_checkpoints": checkpoints + 2},
-                "eval": {"episodes": episodes, "seed": eval_seed},
-            })
-            try:
-                cfg = config_to_dict(config_from_dict(final))
-            except ConfigError as e:
-                raise ConfigError(f"{at}: {e}") from None
-            runs.append(RunSpec(name=run_name, seed=seed, config_file=entry["config"],
-                                agent_type=agent, env_id=probe.env.id, budget=run_budget,
-                                config=cfg, spec_hash=spec_hash(cfg)))
+        runs.append(RunSpec(name=run_name, seed=seed, config_file=entry["config"],
+                            agent_type=agent, env_id=probe.env.id, budget=run_budget,
+                            config=cfg, spec_hash=spec_hash(cfg)))
+    return runs
 
+
+def _baseline_specs(runs: list[RunSpec]) -> list[BaselineSpec]:
+    """A random-policy baseline per task, set up as the first run on that task is."""
     base_specs: list[BaselineSpec] = []
-    if baselines:
-        seen: set[str] = set()
-        for run in runs:
-            if run.env_id in seen:
-                continue
-            seen.add(run.env_id)
-            cfg = {"agent_type": "random", "seed": 0, "env": run.config["env"],
-                   "eval": {**run.config["eval"], "greedy": False}}
-            cfg = config_to_dict(config_from_dict(cfg))
-            base_specs.append(BaselineSpec(env_id=run.env_id, config=cfg,
-                                           spec_hash=spec_hash(cfg)))
-    return Suite(name=name, path=path, output_dir=out, eval_episodes=episodes,
-                 eval_seed=eval_seed, checkpoints=checkpoints, runs=tuple(runs),
-                 baselines=tuple(base_specs))
+    seen: set[str] = set()
+    for run in runs:
+        if run.env_id in seen:
+            continue
+        seen.add(run.env_id)
+        cfg = {"agent_type": "random", "seed": 0, "env": run.config["env"],
+               "eval": {**run.config["eval"], "greedy": False}}
+        cfg = config_to_dict(config_from_dict(cfg))
+        base_specs.append(BaselineSpec(env_id=run.env_id, config=cfg,
+                                       spec_hash=spec_hash(cfg)))
+    return base_specs

@@ -284,7 +284,22 @@ def write_gif(
         raise ValueError(f"crop_rows={crop_rows!r} keeps no rows")
     row_offset = range(episode.chars.shape[1])[rows].start
 
-    # Merge runs of identical frames.
+    starts, counts = _distinct_frames(chars, colors, n, max_frames)
+    durations = _frame_durations(counts, fps, hold_last_s)
+    images = []
+    for t in starts:
+        cur = None
+        if cursor:
+            cur = (int(episode.cursors[t, 0]) - row_offset, int(episode.cursors[t, 1]))
+        images.append(frame_to_image(chars[t], colors[t], cursor=cur, scale=scale))
+    _save_gif(images, durations, path)
+    return path
+
+
+def _distinct_frames(chars: np.ndarray, colors: np.ndarray, n: int,
+                     max_frames: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """First frame index and length of each run of identical frames among the ``n`` frames,
+    subsampled evenly to ``max_frames`` runs (each then counted as one frame)."""
     same = np.zeros(n, dtype=bool)
     if n > 1:
         same[1:] = np.all(chars[1:] == chars[:-1], axis=(1, 2)) & np.all(
@@ -295,18 +310,21 @@ def write_gif(
     if max_frames is not None and len(starts) > max_frames:
         pick = np.unique(np.linspace(0, len(starts) - 1, max_frames).round().astype(int))
         starts, counts = starts[pick], np.ones(len(pick), dtype=int)
+    return starts, counts
 
+
+def _frame_durations(counts: np.ndarray, fps: float, hold_last_s: float) -> list[int]:
+    """GIF frame durations (ms): ``count / fps``, at most 1 s (or one frame if longer), the
+    last one held ``hold_last_s`` longer."""
     frame_ms = max(20, round(1000.0 / fps))  # GIF players treat < 20 ms as 100 ms
     durations = [int(min(c * frame_ms, max(frame_ms, 1000))) for c in counts]
     durations[-1] += int(round(hold_last_s * 1000))
+    return durations
 
-    images = []
-    for t in starts:
-        cur = None
-        if cursor:
-            cur = (int(episode.cursors[t, 0]) - row_offset, int(episode.cursors[t, 1]))
-        images.append(frame_to_image(chars[t], colors[t], cursor=cur, scale=scale))
 
+def _save_gif(images: list[Image.Image], durations: list[int], path: Path) -> None:
+    """Writes a looping GIF through a temporary file in the same directory, then renames it,
+    so readers never see a partial GIF."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -328,7 +346,6 @@ def write_gif(
         except OSError:
             pass
         raise
-    return path
 
 
 __all__ = [

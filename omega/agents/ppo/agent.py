@@ -365,26 +365,11 @@ class PPOAgent:
                     rng: jax.Array) -> tuple[PPOState, dict[str, jax.Array]]:
         self.trace_counts["learn"] += 1
         cfg = self.cfg
-        t, n = traj.action.shape
-        chex.assert_shape(traj.first, (t + 1, n))
-        chex.assert_shape([traj.reward, traj.terminated, traj.truncated, traj.truncation_value,
-                           traj.extras["log_prob"], traj.extras["value"]], (t, n))
-        recurrent = self.encoder_cfg.recurrent
+        t, n = self._learn_shapes(traj)
         dp = self.data_parallel
-        mb_axis_size = n if recurrent else t * n
-        if mb_axis_size % cfg.num_minibatches:
-            raise ValueError(
-                f"num_minibatches ({cfg.num_minibatches}) must divide "
-                f"{'num_envs' if recurrent else 'rollout_length * num_envs'} ({mb_axis_size})")
         params = state.params
 
-        # Bootstrap value of obs[T]; a recurrent net needs the carry built up over the rollout.
-        if recurrent:
-            last = jax.tree_util.tree_map(
-                lambda x: x[-1], self._unroll(params, traj.obs, traj.first, traj.initial_carry))
-        else:
-            last_obs = jax.tree_util.tree_map(lambda x: x[-1], traj.obs)
-            last, _ = self.network.apply(params, last_obs, traj.first[-1], None)
+        last = self._bootstrap(params, traj)
         values = jnp.concatenate([traj.extras["value"], last.value[None]])  # [T + 1, N]
         advantage, target = extrinsic_advantages(
             traj.reward, traj.terminated, traj.truncated, traj.truncation_value, values,
@@ -395,104 +380,17 @@ class PPOAgent:
         int_value = jnp.zeros((t, n))
         int_target = jnp.zeros((t, n))
         if cfg.rnd:
-            # Reward for reaching obs[t + 1], by the predictor before this update.
-            next_glyphs = traj.obs[self.rnd_key][1:]
-            int_reward = self._rnd_error(
-                rnd, rnd.predictor_params, next_glyphs.reshape((t * n,) + next_glyphs.shape[2:])
-            ).reshape(t, n)
-
-            def accumulate(acc, r):
-                acc = acc * cfg.rnd_gamma + r
-                return acc, acc
-
-            return_acc, returns = jax.lax.scan(accumulate, rnd.return_acc, int_reward)
-            stats = rnd.return_stats.update(returns)
-            int_reward_norm = int_reward / jnp.sqrt(stats.var + 1e-8)
-            int_value = traj.extras["int_value"]
-            int_values = jnp.concatenate([int_value, last.int_value[None]])
-            # Non-episodic: novelty in the next episode is still worth heading for.
-            int_adv = gae(int_reward_norm, jnp.full((t, n), cfg.rnd_gamma), int_values,
-                          cfg.gae_lambda)
-            int_target = int_adv + int_value
-            advantage = advantage + cfg.rnd_coef * int_adv
-            rnd = rnd._replace(return_acc=return_acc, return_stats=stats)
-            metrics["intrinsic_reward_mean"] = int_reward.mean()
-            metrics["intrinsic_reward_normalized_mean"] = int_reward_norm.mean()
+            advantage, int_value, int_target, rnd = self._add_intrinsic(
+                advantage, rnd, traj, last, metrics)
 
         batch = Batch(
             obs=jax.tree_util.tree_map(lambda x: x[:-1], traj.obs), first=traj.first[:-1],
             action=traj.action, log_prob=traj.extras["log_prob"], value=traj.extras["value"],
             int_value=int_value, advantage=advantage, target=target, int_target=int_target)
 
-        def loss_fn(params: Params, mb: Batch, carry: Carry):
-            if recurrent:
-                out = self._unroll(params, mb.obs, mb.first, carry)
-            else:
-                out, _ = self.network.apply(params, mb.obs, mb.first, None)
-            log_prob = jnp.take_along_axis(
-                jax.nn.log_softmax(out.logits), mb.action[..., None], -1)[..., 0]
-            adv = normalize(mb.advantage) if cfg.normalize_advantages else mb.advantage
-            pg_loss, stats = policy_loss(log_prob, mb.log_prob, adv, cfg.clip_eps)
-            v_clip = cfg.clip_eps if cfg.clip_value_loss else None
-            v_loss = value_loss(out.value, mb.value, mb.target, v_clip)
-            if cfg.rnd:
-                v_loss = v_loss + value_loss(out.int_value, mb.int_value, mb.int_target, v_clip)
-            ent = entropy(out.logits).mean()
-            loss = pg_loss + cfg.value_coef * v_loss - cfg.entropy_coef * ent
-            return loss, dict(stats, policy_loss=pg_loss, value_loss=v_loss, entropy=ent)
-
-        def rnd_loss_fn(predictor_params: Params, rnd: RNDState, glyphs: jax.Array):
-            return self._rnd_error(rnd, predictor_params, glyphs).mean()
-
-        def minibatch_step(carry, mb_and_carry):
-            params, opt_state, rnd = carry
-            mb, mb_carry = mb_and_carry
-            grads, stats = jax.grad(loss_fn, has_aux=True)(params, mb, mb_carry)
-            stats["grad_norm"] = optax.global_norm(grads)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            if cfg.rnd:
-                glyphs = mb.obs[self.rnd_key]
-                glyphs = glyphs.reshape((-1,) + glyphs.shape[-2:])
-                rnd_loss, rnd_grads = jax.value_and_grad(rnd_loss_fn)(
-                    rnd.predictor_params, rnd, glyphs)
-                rnd_updates, rnd_opt = self.rnd_optimizer.update(rnd_grads, rnd.opt_state)
-                rnd = rnd._replace(
-                    predictor_params=optax.apply_updates(rnd.predictor_params, rnd_updates),
-                    opt_state=rnd_opt)
-                stats["rnd_loss"] = rnd_loss
-            return (params, opt_state, rnd), stats
-
-        num_mb = cfg.num_minibatches
-
         def epoch_step(carry, key):
-            if recurrent:
-                # Whole env columns, so each minibatch is a set of complete sequences.
-                perm = jax.random.permutation(key, n)
-
-                def split(x):  # [T, N, ...] -> [M, T, N / M, ...]
-                    x = jnp.take(x, perm, axis=1).reshape((t, num_mb, n // num_mb) + x.shape[2:])
-                    return jnp.swapaxes(x, 0, 1)
-
-                mbs = jax.tree_util.tree_map(split, batch)
-                carries = jax.tree_util.tree_map(
-                    lambda x: jnp.take(x, perm, axis=0).reshape((num_mb, n // num_mb) + x.shape[1:]),
-                    traj.initial_carry)
-            else:
-                perm = jax.random.permutation(key, t * n)
-
-                def split(x):  # [T, N, ...] -> [M, T * N / M, ...]
-                    x = x.reshape((t * n,) + x.shape[2:])[perm]
-                    return x.reshape((num_mb, t * n // num_mb) + x.shape[1:])
-
-                mbs = jax.tree_util.tree_map(split, batch)
-                carries = None
-            if dp is not None:
-                # Each device keeps its share of every minibatch (the shuffle would otherwise
-                # leave the layout to the compiler); the loss mean then all-reduces.
-                mbs = dp.constrain(mbs, axis=2 if recurrent else 1)
-                carries = dp.constrain(carries, axis=1)
-            return jax.lax.scan(minibatch_step, carry, (mbs, carries))
+            mbs, carries = self._minibatches(batch, traj.initial_carry, key)
+            return jax.lax.scan(self._minibatch_step, carry, (mbs, carries))
 
         keys = jax.random.split(rng, cfg.num_epochs)
         (params, opt_state, rnd), stats = jax.lax.scan(
@@ -500,13 +398,151 @@ class PPOAgent:
         metrics.update({k: v.mean() for k, v in stats.items()})
         # The rate this update started with (a linear schedule decays within the update).
         metrics["learning_rate"] = jnp.asarray(
-            self.lr_schedule(state.update_step * cfg.num_epochs * num_mb), jnp.float32)
+            self.lr_schedule(state.update_step * cfg.num_epochs * cfg.num_minibatches),
+            jnp.float32)
         new_state = PPOState(params=params, opt_state=opt_state,
                              update_step=state.update_step + 1, rnd=rnd)
         if dp is not None:
             new_state, metrics = jax.lax.with_sharding_constraint(
                 (new_state, metrics), dp.replicated())
         return new_state, metrics
+
+    # -- pieces of the learn step (traced inside ``_learn_impl``) -----------------------------
+
+    def _learn_shapes(self, traj: Trajectory) -> tuple[int, int]:
+        """``(T, N)`` of a trajectory; checks its shapes and that minibatches divide it."""
+        cfg = self.cfg
+        t, n = traj.action.shape
+        chex.assert_shape(traj.first, (t + 1, n))
+        chex.assert_shape([traj.reward, traj.terminated, traj.truncated, traj.truncation_value,
+                           traj.extras["log_prob"], traj.extras["value"]], (t, n))
+        recurrent = self.encoder_cfg.recurrent
+        mb_axis_size = n if recurrent else t * n
+        if mb_axis_size % cfg.num_minibatches:
+            raise ValueError(
+                f"num_minibatches ({cfg.num_minibatches}) must divide "
+                f"{'num_envs' if recurrent else 'rollout_length * num_envs'} ({mb_axis_size})")
+        return t, n
+
+    def _bootstrap(self, params: Params, traj: Trajectory) -> NetOutput:
+        """Network output [N] for obs[T], the bootstrap value; a recurrent net needs the carry
+        built up over the rollout."""
+        if self.encoder_cfg.recurrent:
+            return jax.tree_util.tree_map(
+                lambda x: x[-1], self._unroll(params, traj.obs, traj.first, traj.initial_carry))
+        last_obs = jax.tree_util.tree_map(lambda x: x[-1], traj.obs)
+        last, _ = self.network.apply(params, last_obs, traj.first[-1], None)
+        return last
+
+    def _add_intrinsic(self, advantage: jax.Array, rnd: RNDState, traj: Trajectory,
+                       last: NetOutput, metrics: dict[str, jax.Array]
+                       ) -> tuple[jax.Array, jax.Array, jax.Array, RNDState]:
+        """RND: adds the intrinsic advantage to ``advantage``; returns it with the intrinsic
+        values and targets [T, N] and the RND state with updated return statistics. Puts
+        the intrinsic reward means into ``metrics``."""
+        cfg = self.cfg
+        t, n = traj.action.shape
+        # Reward for reaching obs[t + 1], by the predictor before this update.
+        next_glyphs = traj.obs[self.rnd_key][1:]
+        int_reward = self._rnd_error(
+            rnd, rnd.predictor_params, next_glyphs.reshape((t * n,) + next_glyphs.shape[2:])
+        ).reshape(t, n)
+
+        def accumulate(acc, r):
+            acc = acc * cfg.rnd_gamma + r
+            return acc, acc
+
+        return_acc, returns = jax.lax.scan(accumulate, rnd.return_acc, int_reward)
+        stats = rnd.return_stats.update(returns)
+        int_reward_norm = int_reward / jnp.sqrt(stats.var + 1e-8)
+        int_value = traj.extras["int_value"]
+        int_values = jnp.concatenate([int_value, last.int_value[None]])
+        # Non-episodic: novelty in the next episode is still worth heading for.
+        int_adv = gae(int_reward_norm, jnp.full((t, n), cfg.rnd_gamma), int_values,
+                      cfg.gae_lambda)
+        int_target = int_adv + int_value
+        advantage = advantage + cfg.rnd_coef * int_adv
+        rnd = rnd._replace(return_acc=return_acc, return_stats=stats)
+        metrics["intrinsic_reward_mean"] = int_reward.mean()
+        metrics["intrinsic_reward_normalized_mean"] = int_reward_norm.mean()
+        return advantage, int_value, int_target, rnd
+
+    def _loss(self, params: Params, mb: Batch, carry: Carry):
+        """PPO loss of one minibatch, and its stats."""
+        cfg = self.cfg
+        if self.encoder_cfg.recurrent:
+            out = self._unroll(params, mb.obs, mb.first, carry)
+        else:
+            out, _ = self.network.apply(params, mb.obs, mb.first, None)
+        log_prob = jnp.take_along_axis(
+            jax.nn.log_softmax(out.logits), mb.action[..., None], -1)[..., 0]
+        adv = normalize(mb.advantage) if cfg.normalize_advantages else mb.advantage
+        pg_loss, stats = policy_loss(log_prob, mb.log_prob, adv, cfg.clip_eps)
+        v_clip = cfg.clip_eps if cfg.clip_value_loss else None
+        v_loss = value_loss(out.value, mb.value, mb.target, v_clip)
+        if cfg.rnd:
+            v_loss = v_loss + value_loss(out.int_value, mb.int_value, mb.int_target, v_clip)
+        ent = entropy(out.logits).mean()
+        loss = pg_loss + cfg.value_coef * v_loss - cfg.entropy_coef * ent
+        return loss, dict(stats, policy_loss=pg_loss, value_loss=v_loss, entropy=ent)
+
+    def _rnd_loss(self, predictor_params: Params, rnd: RNDState, glyphs: jax.Array):
+        return self._rnd_error(rnd, predictor_params, glyphs).mean()
+
+    def _minibatch_step(self, carry, mb_and_carry):
+        """One Adam step on a minibatch (and one RND predictor step): the scan body."""
+        params, opt_state, rnd = carry
+        mb, mb_carry = mb_and_carry
+        grads, stats = jax.grad(self._loss, has_aux=True)(params, mb, mb_carry)
+        stats["grad_norm"] = optax.global_norm(grads)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        if self.cfg.rnd:
+            glyphs = mb.obs[self.rnd_key]
+            glyphs = glyphs.reshape((-1,) + glyphs.shape[-2:])
+            rnd_loss, rnd_grads = jax.value_and_grad(self._rnd_loss)(
+                rnd.predictor_params, rnd, glyphs)
+            rnd_updates, rnd_opt = self.rnd_optimizer.update(rnd_grads, rnd.opt_state)
+            rnd = rnd._replace(
+                predictor_params=optax.apply_updates(rnd.predictor_params, rnd_updates),
+                opt_state=rnd_opt)
+            stats["rnd_loss"] = rnd_loss
+        return (params, opt_state, rnd), stats
+
+    def _minibatches(self, batch: Batch, initial_carry: Carry, key: jax.Array):
+        """One epoch's shuffle of ``batch`` [T, N, ...] into ``num_minibatches`` minibatches
+        (leading axis), with their initial carries (None for a stateless net)."""
+        t, n = batch.action.shape
+        num_mb = self.cfg.num_minibatches
+        recurrent = self.encoder_cfg.recurrent
+        if recurrent:
+            # Whole env columns, so each minibatch is a set of complete sequences.
+            perm = jax.random.permutation(key, n)
+
+            def split(x):  # [T, N, ...] -> [M, T, N / M, ...]
+                x = jnp.take(x, perm, axis=1).reshape((t, num_mb, n // num_mb) + x.shape[2:])
+                return jnp.swapaxes(x, 0, 1)
+
+            mbs = jax.tree_util.tree_map(split, batch)
+            carries = jax.tree_util.tree_map(
+                lambda x: jnp.take(x, perm, axis=0).reshape((num_mb, n // num_mb) + x.shape[1:]),
+                initial_carry)
+        else:
+            perm = jax.random.permutation(key, t * n)
+
+            def split(x):  # [T, N, ...] -> [M, T * N / M, ...]
+                x = x.reshape((t * n,) + x.shape[2:])[perm]
+                return x.reshape((num_mb, t * n // num_mb) + x.shape[1:])
+
+            mbs = jax.tree_util.tree_map(split, batch)
+            carries = None
+        dp = self.data_parallel
+        if dp is not None:
+            # Each device keeps its share of every minibatch (the shuffle would otherwise
+            # leave the layout to the compiler); the loss mean then all-reduces.
+            mbs = dp.constrain(mbs, axis=2 if recurrent else 1)
+            carries = dp.constrain(carries, axis=1)
+        return mbs, carries
 
 
 def make_ppo_agent(ppo_cfg: PPOConfig, encoder_cfg: EncoderConfig, num_actions: int,
