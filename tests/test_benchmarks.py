@@ -89,3 +89,10 @@ def test_muzero_ablation_records_what_each_variant_changed():
                                        "env.observation.crop_size": 15}
     assert config_diff(base, base) == {}
 
+
+def test_no_benchmark_patches_sys_path():
+    """The scripts run as 'python benchmarks/x.py' with omega installed; what they share
+    lives in omega, not in a path hack."""
+    offenders = [p.name for p in sorted((REPO / "benchmarks").rglob("*.py"))
+                 if "sys.path" in p.read_text()]
+    assert offenders == []

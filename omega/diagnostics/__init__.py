@@ -15,6 +15,8 @@ Each is a module with a ``main(argv=None)``, run from the repository root as
   (Omega-Memory-K6-v0) gets lost, on a replay of scripted play.
 
 The benchmarks (``benchmarks/``) produce the numbers of the results pages; these explain them.
+``runs`` (no command line) holds what the benchmark scripts share: training a config on one
+seed and evaluating it through the omega commands.
 """
 
 DIAGNOSTICS = ("model_probe", "river_transitions", "search_accuracy", "reanalyze_targets",
