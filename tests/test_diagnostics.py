@@ -42,9 +42,15 @@ def test_diagnostic_help(name, capsys):
     assert "".join(module.__doc__.splitlines()[0].split()) in "".join(out.split())
 
 
+def run_diagnostic(name: str, *args) -> subprocess.CompletedProcess:
+    """``python -m omega.diagnostics.<name> ARGS`` from the repository root."""
+    return subprocess.run([sys.executable, "-m", f"omega.diagnostics.{name}",
+                           *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+
+
 def test_diagnostic_runs_as_a_module():
-    proc = subprocess.run([sys.executable, "-m", "omega.diagnostics.model_probe", "--help"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = run_diagnostic("model_probe", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "--actions" in proc.stdout
 
@@ -77,10 +83,8 @@ def tiny_muzero_exp(tmp_path: Path, env_id: str = "MiniHack-Room-5x5-v0",
 def test_model_probe_reads_a_muzero_run_and_refuses_other_agents(tmp_path):
     exp = tiny_muzero_exp(tmp_path)
     out = tmp_path / "probe.json"
-    script = [sys.executable, "-m", "omega.diagnostics.model_probe"]
-    proc = subprocess.run([*script, "--dir", str(exp), "--seed", "3",
-                           "--actions", "E,E,S,S,SE", "--json", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = run_diagnostic("model_probe", "--dir", exp, "--seed", 3, "--actions", "E,E,S,S,SE",
+                          "--json", out)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     steps = data["steps"]
@@ -94,13 +98,11 @@ def test_model_probe_reads_a_muzero_run_and_refuses_other_agents(tmp_path):
     for s, nxt in zip(steps[:-1], steps[1:], strict=True):
         assert abs(s["real_target"] - (s["reward"] + data["gamma"] * nxt["value"])) < 1e-4
 
-    bad = subprocess.run([*script, "--dir", str(exp), "--actions", "E,UP"],
-                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    bad = run_diagnostic("model_probe", "--dir", exp, "--actions", "E,UP")
     assert bad.returncode == 2 and "unknown action(s) UP" in bad.stderr
     random_exp = make_exp(tmp_path)
     assert main(["run", "--dir", str(random_exp)]) == 0
-    other = subprocess.run([*script, "--dir", str(random_exp), "--actions", "E"],
-                           capture_output=True, text=True, cwd=REPO, timeout=600)
+    other = run_diagnostic("model_probe", "--dir", random_exp, "--actions", "E")
     assert other.returncode == 2 and "not a plain MuZero experiment" in other.stderr
 
 
@@ -124,10 +126,8 @@ def test_river_transition_kinds():
 def test_river_transitions_sorts_every_step_and_refuses_other_envs(tmp_path):
     exp = tiny_muzero_exp(tmp_path, "MiniHack-River-Narrow-v0", name="river")
     out = tmp_path / "river.json"
-    script = [sys.executable, "-m", "omega.diagnostics.river_transitions"]
-    proc = subprocess.run([*script, "--dir", str(exp), "--episodes", "1",
-                           "--seed", "5", "--json", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = run_diagnostic("river_transitions", "--dir", exp, "--episodes", 1, "--seed", 5,
+                          "--json", out)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     (episode,) = data["episodes"]
@@ -140,6 +140,5 @@ def test_river_transitions_sorts_every_step_and_refuses_other_envs(tmp_path):
     if episode["success"]:  # the goal is across the river
         assert episode["river_x"] is not None and episode["east_x"] > episode["river_x"]
     room = tiny_muzero_exp(tmp_path)
-    other = subprocess.run([*script, "--dir", str(room)],
-                           capture_output=True, text=True, cwd=REPO, timeout=600)
+    other = run_diagnostic("river_transitions", "--dir", room)
     assert other.returncode == 2 and "River tasks only" in other.stderr

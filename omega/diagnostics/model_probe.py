@@ -19,7 +19,6 @@ only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar
-from omega.diagnostics._model import one_step_q
+from omega.diagnostics._common import one_step_q, write_json
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
 from omega.training.experiment import load_experiment, load_trained_agent
@@ -115,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s['t']:>3} {s['action']:>6} {s['value']:>6.3f}                {qs}  "
               f"{s['real_target']:>9.3f} {s['model_value_unrolled']:>18.3f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, data)
     return 0
 
 

@@ -17,13 +17,13 @@ noise-free search's say the reanalyze path (batching, padding, the search) adds 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from omega.agents.muzero.agent import ReanalyzeBatch
+from omega.diagnostics._common import write_json
 from omega.envs import EnvFactory
 from omega.training.checkpoint import latest_checkpoint
 from omega.training.experiment import CHECKPOINT_DIR, load_experiment, load_trained_agent
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, v in result.items():
         print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

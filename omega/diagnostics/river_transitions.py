@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import numpy as np
 from nle import nethack
 
 from omega.agents.muzero.networks import logits_to_scalar
-from omega.diagnostics._model import one_step_q
+from omega.diagnostics._common import one_step_q, write_json
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
 from omega.training.evaluate import evaluation_params
@@ -190,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{k:>14} {0:>6}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, data)
     return 0
 
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from nle import nethack
 
-from omega.diagnostics._model import one_step_q
+from omega.diagnostics._common import one_step_q
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
 from omega.training.checkpoint import atomic_write_bytes, list_checkpoints

@@ -1,7 +1,9 @@
-"""What a MuZero model predicts at one observation, shared by the diagnostics that read it."""
+"""What several diagnostics share: the MuZero model's one-step Q, writing the JSON result."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,3 +25,10 @@ def one_step_q(net: Any, params: Any, obs: dict, support: int, gamma: float) -> 
     q = (logits_to_scalar(reward_logits, support) + gamma * (1 - jax.nn.sigmoid(end_logit))
          * logits_to_scalar(next_value_logits, support))
     return latent, logits, value_logits, q
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Writes ``data`` to ``path`` as indented JSON (making its folder) and says so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")
