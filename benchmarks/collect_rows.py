@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from omega.training.checkpoint import atomic_write_bytes  # noqa: E402
+from omega.training.checkpoint import atomic_write_bytes
 
 
 def main() -> None:

@@ -18,23 +18,20 @@ import argparse
 import dataclasses
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
+import jax
+
+from omega.agents import build_agent
+from omega.config import load_config
+from omega.envs import EnvFactory
+from omega.envs.vector import VectorEnv
+from omega.models.encoders import EncoderConfig
+from omega.training.actor import Actor
+from omega.training.loop import param_count, probe_env
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-
-from omega.agents import build_agent  # noqa: E402
-from omega.config import load_config  # noqa: E402
-from omega.envs import EnvFactory  # noqa: E402
-from omega.envs.vector import VectorEnv  # noqa: E402
-from omega.models.encoders import EncoderConfig  # noqa: E402
-from omega.training.actor import Actor  # noqa: E402
-from omega.training.loop import param_count, probe_env  # noqa: E402
 
 PERCEIVER = dict(kind="perceiver", embed_dim=32, num_latents=8, latent_dim=32, num_heads=2,
                  num_self_attention_blocks=1, mlp_hidden=128, output_dim=128)

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from omega.cli.main import main as omega
+from omega.training.checkpoint import list_checkpoints
+from omega.training.experiment import CHECKPOINT_DIR
 
-from omega.cli.main import main as omega  # noqa: E402
-from omega.training.checkpoint import list_checkpoints  # noqa: E402
-from omega.training.experiment import CHECKPOINT_DIR  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def eval_checkpoint(run: Path, ckpt: Path, episodes: int, seed: int,

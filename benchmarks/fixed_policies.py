@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from omega.envs import make
+from omega.training.evaluate import EvalResult
 
-from omega.envs import make  # noqa: E402
-from omega.training.evaluate import EvalResult  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def action_probs(spec: str, actions: list[str]) -> np.ndarray:

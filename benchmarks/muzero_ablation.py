@@ -32,7 +32,7 @@ and ``--tag`` names that change in the variant's label and file names (e.g.
 
 Each run is ``omega make`` + ``omega run`` + ``omega eval`` (100 episode seeds from 1000000,
 as the config says: sampled from the noise-free search policy) through
-``benchmarks/learning.py``. A finished run in ``--work`` is reused, so several invocations
+``omega.diagnostics.runs.run_seed``. A finished run in ``--work`` is reused, so several invocations
 with different ``--variants`` can share the cores and a last one collects the table. Prints
 the table (eval success, env steps to a training success of 0.95, wall time) and writes JSON
 (each row's ``overrides``: the dotted keys whose values it changed against ``--config``).
@@ -42,16 +42,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT))
+from omega.diagnostics.runs import run_seed
 
-from learning import run_seed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BASE = ROOT / "configs" / "muzero" / "room_random_15x15.yaml"
 VARIANTS = ("base", "reanalyze", "consistency", "both", "replay8", "replay8_reanalyze",

@@ -18,18 +18,15 @@ import csv
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
+import yaml
+
+from omega.cli.main import main as omega
+from omega.diagnostics.runs import make_and_train
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import yaml  # noqa: E402
-
-from benchmarks.learning import make_and_train  # noqa: E402
-from omega.cli.main import main as omega  # noqa: E402
 
 EVAL_KEYS = ("greedy", "mean_return", "mean_return_ci95", "mean_length", "mean_length_ci95",
              "env_steps", "returns", "lengths")

@@ -43,11 +43,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from omega.training.checkpoint import atomic_write_bytes
 
-from omega.training.checkpoint import atomic_write_bytes  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = {"ppo": ROOT / "configs" / "ppo" / "room_5x5.yaml",
            "muzero": ROOT / "configs" / "muzero" / "room_5x5.yaml"}

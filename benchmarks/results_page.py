@@ -21,24 +21,21 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from omega.envs import SUCCESS_FROM_REWARD_PREFIXES  # noqa: E402
-from omega.suite.report import (  # noqa: E402
+from omega.envs import SUCCESS_FROM_REWARD_PREFIXES
+from omega.suite.report import (
     entry_rows,
     fmt_steps,
     plot_task,
     row_cells,
     suite_entries,
 )
-from omega.suite.spec import load_suite  # noqa: E402
-from omega.training.checkpoint import atomic_write_bytes  # noqa: E402
+from omega.suite.spec import load_suite
+from omega.training.checkpoint import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 EXPERIMENTS = [

@@ -9,7 +9,7 @@ Usage (from the repository root):
 Each variant is ``configs/muzero/room_5x5.yaml`` with ``env.id`` set to ``--env`` (default
 MiniHack-Room-Random-5x5-v0), ``muzero.search`` and ``muzero.num_simulations`` set, and video
 recording off; each runs ``omega make`` + ``omega run`` + ``omega eval`` (100 greedy episodes
-on seeds 1000000..1000099) through ``benchmarks/learning.py``'s ``run_seed``, then a second
+on seeds 1000000..1000099) through ``omega.diagnostics.runs.run_seed``, then a second
 ``omega eval --sample`` on the same seeds (actions sampled from the search policy). The
 script prints one row per (search, seed) and writes the JSON table.
 """
@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+import yaml
+
+from omega.cli.main import main as omega
+from omega.diagnostics.runs import run_seed
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import yaml  # noqa: E402
-
-from benchmarks.learning import run_seed  # noqa: E402
-from omega.cli.main import main as omega  # noqa: E402
 
 SEARCHES = ("muzero", "gumbel", "regularized")
 

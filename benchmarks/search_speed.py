@@ -25,22 +25,19 @@ import functools
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import jax
+import mctx
+import numpy as np
+
+from omega.agents import build_agent
+from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar
+from omega.config import load_config
+from omega.envs import EnvFactory
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-import mctx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from omega.agents import build_agent  # noqa: E402
-from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar  # noqa: E402
-from omega.config import load_config  # noqa: E402
-from omega.envs import EnvFactory  # noqa: E402
 
 
 def observations(cfg, n: int) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ Usage (from the repository root):
 
 Trains each config pair (``configs/muzero/<task>.yaml`` and ``<task>_stochastic.yaml``: the
 same networks, budget and search; only ``muzero.stochastic`` differs) with
-``benchmarks/learning.py``'s ``omega make`` + ``omega run``, then evaluates every checkpoint
+``omega.diagnostics.runs``' ``omega make`` + ``omega run``, then evaluates every checkpoint
 twice with ``omega eval`` on episode seeds 1000000..1000099: greedy and sampled (MuZero's
 sampled evaluation has no exploration noise: actions are drawn from the search policy). A
 finished run or evaluation in ``--work`` is reused, so re-running only fills in what is
@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
+from omega.cli.main import main as omega
+from omega.diagnostics.runs import run_seed
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT))
-
-from learning import run_seed  # noqa: E402
-
-from omega.cli.main import main as omega  # noqa: E402
 
 TASKS = ("stochastic_trap", "room_trap_5x5")
 KEYS = ("success_rate", "success_rate_ci95", "mean_return", "mean_return_ci95", "mean_length")

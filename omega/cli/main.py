@@ -242,14 +242,9 @@ def cmd_run(args) -> int:
 def cmd_eval(args) -> int:
     import jax
 
-    from omega.agents import build_agent
-    from omega.config import config_hash
-    from omega.errors import DivergedError
-    from omega.training.checkpoint import latest_checkpoint, load_checkpoint
     from omega.training.device import resolve_device
-    from omega.training.evaluate import evaluate, evaluation_params
-    from omega.training.experiment import CHECKPOINT_DIR, load_experiment
-    from omega.training.loop import all_finite, probe_env
+    from omega.training.evaluate import evaluate
+    from omega.training.experiment import find_checkpoint, load_experiment, load_trained_agent
 
     cfg = load_experiment(args.dir)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
@@ -269,21 +264,12 @@ def cmd_eval(args) -> int:
             raise OmegaError(f"--num-simulations must be >= 1, got {args.num_simulations}")
         search_cfg = dataclasses.replace(
             cfg, muzero=dataclasses.replace(cfg.muzero, num_simulations=args.num_simulations))
-    ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(
-        Path(args.dir) / CHECKPOINT_DIR)
-    if ckpt is None:
-        raise OmegaError(f"'{args.dir}' has no checkpoint yet; train it first with "
-                         f"'omega run --dir {args.dir}'")
+    ckpt = find_checkpoint(args.dir, args.checkpoint)
     with jax.default_device(resolve_device(args.device)):
-        obs_example, num_actions = probe_env(cfg)
-        agent, _ = build_agent(search_cfg, num_actions)
-        template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
-        state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
+        trained = load_trained_agent(args.dir, ckpt, cfg=cfg, agent_cfg=search_cfg)
+        agent, loop = trained.agent, trained.loop
         greedy = cfg.eval.greedy if args.greedy is None else args.greedy
-        params = evaluation_params(agent, state, average=not args.current_params)
-        if not all_finite(params):
-            raise DivergedError(f"checkpoint '{ckpt}' holds NaN or infinite parameters (its run "
-                                "diverged); evaluate an earlier one with --checkpoint")
+        params = trained.eval_params(average=not args.current_params)
         result = evaluate(agent, params, search_cfg, episodes, seed, greedy=greedy)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()

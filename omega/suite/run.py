@@ -324,13 +324,11 @@ def evaluate_checkpoints(exp: Path, cfg: Any, device: str) -> list[dict[str, Any
     in ``suite_evals/``); a checkpoint with NaN parameters gives None."""
     import jax
 
-    from omega.agents import build_agent
-    from omega.config import config_hash
-    from omega.training.checkpoint import list_checkpoints, load_checkpoint
+    from omega.errors import DivergedError
+    from omega.training.checkpoint import list_checkpoints
     from omega.training.device import resolve_device
-    from omega.training.evaluate import evaluate, evaluation_params
-    from omega.training.experiment import CHECKPOINT_DIR
-    from omega.training.loop import all_finite, probe_env
+    from omega.training.evaluate import evaluate
+    from omega.training.experiment import CHECKPOINT_DIR, agent_template, load_trained_agent
 
     ckpts = list_checkpoints(exp / CHECKPOINT_DIR)
     cache = exp / EVAL_DIR
@@ -345,14 +343,12 @@ def evaluate_checkpoints(exp: Path, cfg: Any, device: str) -> list[dict[str, Any
                 out.append(_read_json(cached) or None)
                 continue
             if built is None:
-                obs_example, num_actions = probe_env(cfg)
-                agent, _ = build_agent(cfg, num_actions)
-                template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
-                built = agent, template
-            agent, template = built
-            state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
-            params = evaluation_params(agent, state)
-            if not all_finite(params):
+                built = agent_template(cfg)
+            trained = load_trained_agent(exp, ckpt, cfg=cfg, built=built)
+            agent, loop = trained.agent, trained.loop
+            try:
+                params = trained.eval_params()
+            except DivergedError:
                 out.append(None)
                 continue
             t0 = time.perf_counter()

@@ -30,6 +30,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from omega.config import ExperimentConfig, config_to_yaml, load_config
 from omega.errors import ConfigError, OmegaError
@@ -113,6 +114,85 @@ def load_experiment(exp_dir: str | Path) -> ExperimentConfig:
         raise OmegaError(f"'{exp_dir}' has no {CONFIG_FILE}; it is not an omega experiment "
                          "(create one with 'omega make')")
     return load_config(exp_dir / CONFIG_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained agent
+
+
+class TrainedAgent(NamedTuple):
+    """An experiment's agent with the state of one of its checkpoints."""
+
+    cfg: ExperimentConfig
+    agent: Any
+    state: Any  # the agent state restored from ``checkpoint``
+    loop: Any  # the checkpoint's LoopState (env_steps, updates, ...)
+    checkpoint: Path
+
+    @property
+    def step(self) -> int:
+        """The env steps the checkpoint was written at."""
+        return self.loop.env_steps
+
+    def eval_params(self, average: bool = True) -> Any:
+        """The params evaluation acts with (see :func:`evaluation_params`); raises
+        :class:`DivergedError` when any of them is NaN or infinite."""
+        from omega.errors import DivergedError
+        from omega.training.evaluate import evaluation_params
+        from omega.training.loop import all_finite
+
+        params = evaluation_params(self.agent, self.state, average=average)
+        if not all_finite(params):
+            raise DivergedError(f"checkpoint '{self.checkpoint}' holds NaN or infinite "
+                                "parameters (its run diverged); evaluate an earlier one with "
+                                "--checkpoint")
+        return params
+
+
+def find_checkpoint(exp_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """``checkpoint`` if given, else the newest in ``exp_dir``; an :class:`OmegaError` when
+    the experiment has none yet."""
+    from omega.training.checkpoint import latest_checkpoint
+
+    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(Path(exp_dir) / CHECKPOINT_DIR)
+    if ckpt is None:
+        raise OmegaError(f"'{exp_dir}' has no checkpoint yet; train it first with "
+                         f"'omega run --dir {exp_dir}'")
+    return ckpt
+
+
+def agent_template(cfg: ExperimentConfig, agent_cfg: ExperimentConfig | None = None
+                   ) -> tuple[Any, Any]:
+    """(agent, initial state) for the env of ``cfg``: the structure a checkpoint of it is
+    restored into. The agent is built from ``agent_cfg`` when given (the same run with, say,
+    another search budget, which the learned params do not depend on)."""
+    import jax
+
+    from omega.agents import build_agent
+    from omega.training.loop import probe_env
+
+    obs_example, num_actions = probe_env(cfg)
+    agent, _ = build_agent(agent_cfg or cfg, num_actions)
+    return agent, agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
+
+
+def load_trained_agent(exp_dir: str | Path, checkpoint: str | Path | None = None, *,
+                       cfg: ExperimentConfig | None = None,
+                       agent_cfg: ExperimentConfig | None = None,
+                       built: tuple[Any, Any] | None = None) -> TrainedAgent:
+    """The agent of the experiment in ``exp_dir`` restored from ``checkpoint`` (default: the
+    newest). ``cfg`` is the experiment's config when the caller has read it already;
+    ``agent_cfg`` builds the agent from a variant of it (:func:`agent_template`); ``built``,
+    an :func:`agent_template` result, reuses one agent for several checkpoints. The
+    checkpoint must have been written with ``cfg`` (its config hash)."""
+    from omega.config import config_hash
+    from omega.training.checkpoint import load_checkpoint
+
+    cfg = cfg if cfg is not None else load_experiment(exp_dir)
+    ckpt = find_checkpoint(exp_dir, checkpoint)
+    agent, template = built if built is not None else agent_template(cfg, agent_cfg)
+    state, loop = load_checkpoint(ckpt, template, config_hash(cfg))
+    return TrainedAgent(cfg, agent, state, loop, ckpt)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ held-out batch, how often the model gets the junction right:
 * ``muzero_<head>``: the agent's own train step (all its losses, K-step unroll).
 
 Usage:
-  python benchmarks/memory_diagnosis.py --out benchmarks/results/memory_diagnosis.json
+  python -m omega.diagnostics.memory_diagnosis --out benchmarks/results/memory_diagnosis.json
 """
 
 from __future__ import annotations
@@ -196,8 +196,9 @@ def run_variant(name: str, agent, params0, steps: int, held, held_label, held_ma
             "curve": curve}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m omega.diagnostics.memory_diagnosis",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/muzero/memory_k6.yaml")
     parser.add_argument("--burn-in", type=int, default=16)
     parser.add_argument("--fill-iterations", type=int, default=60,
@@ -214,7 +215,13 @@ def main() -> int:
                         help="muzero config overrides for every variant, e.g. "
                              "reward_loss_weight=4 priority_reward_weight=2 (YAML values)")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
 
     base = config_to_dict(load_config(args.config))
     base["muzero"].update(burn_in_steps=args.burn_in, burn_in_gradient=True, replay_ratio=0.0)
@@ -270,7 +277,7 @@ def main() -> int:
                "fill_iterations": args.fill_iterations, "wander": args.wander,
                "junction_rows_held": int(held_mask.sum()),
                "junction_rows_held_positive_share": positive_share, "results": results,
-               "command": " ".join(["python"] + sys.argv)}
+               "command": " ".join(["python", "-m", "omega.diagnostics.memory_diagnosis"] + argv)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.out}")

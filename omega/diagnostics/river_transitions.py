@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
 
-    python benchmarks/river_transitions.py --dir experiments/rnx/river_narrow_seed0 \\
+    python -m omega.diagnostics.river_transitions --dir experiments/rnx/river_narrow_seed0 \\
         --episodes 16 --json river_transitions.json
 
 Plays ``--episodes`` evaluation episodes (episode seeds from ``--seed``, as ``omega eval``
@@ -32,29 +32,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from nle import nethack
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from nle import nethack  # noqa: E402
-
-from omega.agents import build_agent  # noqa: E402
-from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar  # noqa: E402
-from omega.config import config_hash  # noqa: E402
-from omega.envs import EnvFactory  # noqa: E402
-from omega.errors import OmegaError  # noqa: E402
-from omega.training.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
-from omega.training.evaluate import evaluation_params  # noqa: E402
-from omega.training.experiment import CHECKPOINT_DIR, load_experiment  # noqa: E402
-from omega.training.loop import probe_env  # noqa: E402
+from omega.agents.muzero.networks import logits_to_scalar
+from omega.diagnostics._common import one_step_q, write_json
+from omega.envs import EnvFactory
+from omega.errors import OmegaError
+from omega.training.evaluate import evaluation_params
+from omega.training.experiment import load_experiment, load_trained_agent
 
 KINDS = ("goal", "fill", "push", "water", "onto_crossing", "far_bank", "other")
 # NetHack 3.6's S_pool in NLE's symbol table: the glyph of a water square.
@@ -84,30 +75,19 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
     cfg = load_experiment(exp)
     if cfg.agent_type != "muzero" or cfg.muzero.stochastic or cfg.model.recurrent:
         raise OmegaError(f"'{exp}' is not a plain MuZero experiment (agent_type muzero, "
-                         "stochastic: false, model.recurrent: false); river_transitions.py "
+                         "stochastic: false, model.recurrent: false); river_transitions "
                          "reads only those")
     if "River" not in cfg.env.id:
-        raise OmegaError(f"'{exp}' trains on {cfg.env.id}; river_transitions.py reads the "
+        raise OmegaError(f"'{exp}' trains on {cfg.env.id}; river_transitions reads the "
                          "MiniHack River tasks only")
-    ckpt = latest_checkpoint(exp / CHECKPOINT_DIR)
-    if ckpt is None:
-        raise OmegaError(f"'{exp}' has no checkpoint yet; train it with 'omega run --dir {exp}'")
-    obs_example, num_actions = probe_env(cfg)
-    agent, _ = build_agent(cfg, num_actions)
-    template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
-    state, _ = load_checkpoint(ckpt, template, config_hash(cfg))
+    trained = load_trained_agent(exp, cfg=cfg)
+    agent, state, ckpt = trained.agent, trained.state, trained.checkpoint
     actor = evaluation_params(agent, state)
     net, support, gamma = agent.network, cfg.muzero.support_size, cfg.muzero.gamma
 
     @jax.jit
     def one_step(obs):  # -> v(s), Q(s, a) for every a, prior [A]
-        latent, logits, value_logits = net.apply(state.params, obs, None, None,
-                                                 method=MuZeroNetwork.initial_inference)
-        _, reward_logits, end_logit, _, next_value_logits = net.apply(
-            state.params, jnp.repeat(latent, num_actions, 0), jnp.arange(num_actions),
-            method=MuZeroNetwork.recurrent_inference)
-        q = (logits_to_scalar(reward_logits, support) + gamma * (1 - jax.nn.sigmoid(end_logit))
-             * logits_to_scalar(next_value_logits, support))
+        _, logits, value_logits, q = one_step_q(net, state.params, obs, support, gamma)
         return logits_to_scalar(value_logits, support)[0], q, jax.nn.softmax(logits[0])
 
     factory = EnvFactory.from_config(cfg.env)
@@ -153,14 +133,7 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
                                 "river_x": min((x for x, _ in water), default=None)})
     finally:
         env.close()
-    kinds = {}
-    for k, xs in rows.items():
-        x = np.asarray(xs, np.float64).reshape(-1, 4)
-        kinds[k] = {"count": len(x),
-                    **({"model_q": x[:, 0].mean(), "real_target": x[:, 1].mean(),
-                        "abs_error": np.abs(x[:, 0] - x[:, 1]).mean(),
-                        "prior_taken": x[:, 2].mean(), "search_policy_taken": x[:, 3].mean()}
-                       if len(x) else {})}
+    kinds = _summarize_kinds(rows)
     successes = np.asarray([e["success"] for e in per_episode])
     filled = np.asarray([e["filled"] for e in per_episode])
     return {"dir": str(exp), "checkpoint": str(ckpt), "env_id": cfg.env.id,
@@ -171,22 +144,37 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
             "episodes": per_episode}
 
 
+def _summarize_kinds(rows: dict[str, list[tuple[float, float, float, float]]]) -> dict:
+    """Per kind: its count and, if any, the means of the (model Q, real target, prior, search
+    policy) rows and the mean absolute difference of the first two."""
+    kinds = {}
+    for k, xs in rows.items():
+        x = np.asarray(xs, np.float64).reshape(-1, 4)
+        kinds[k] = {"count": len(x),
+                    **({"model_q": x[:, 0].mean(), "real_target": x[:, 1].mean(),
+                        "abs_error": np.abs(x[:, 0] - x[:, 1]).mean(),
+                        "prior_taken": x[:, 2].mean(), "search_policy_taken": x[:, 3].mean()}
+                       if len(x) else {})}
+    return kinds
+
+
 def _position(env) -> tuple[int, int]:
     bl = env.unwrapped.last_observation[env.unwrapped._observation_keys.index("blstats")]
     return int(bl[nethack.NLE_BL_X]), int(bl[nethack.NLE_BL_Y])
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m omega.diagnostics.river_transitions",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--dir", required=True, type=Path, help="a MuZero experiment dir (River)")
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--seed", type=int, default=1_000_000, help="the first episode seed")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
         data = run(args.dir, args.episodes, args.seed)
     except OmegaError as e:
-        print(f"river_transitions.py: error: {e}", file=sys.stderr)
+        print(f"river_transitions: error: {e}", file=sys.stderr)
         return 2
     print(f"{data['env_id']}, {data['checkpoint']}: {args.episodes} episodes from seed "
           f"{args.seed}, success {data['success_rate']:.2f}, a boulder filled the river in "
@@ -201,9 +189,7 @@ def main() -> int:
         else:
             print(f"{k:>14} {0:>6}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, data)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
 
-    python benchmarks/search_accuracy.py --dir experiments/mz/rr15_seed0 --all-checkpoints \\
+    python -m omega.diagnostics.search_accuracy --dir experiments/mz/rr15_seed0 --all-checkpoints \\
         --episodes 20 --json search_accuracy.json
 
 In an open room (MiniHack-Room-Random-*, -Room-*: no obstacles inside the walls) a move is
@@ -34,26 +34,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from nle import nethack
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from nle import nethack  # noqa: E402
-
-from omega.agents import build_agent  # noqa: E402
-from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar  # noqa: E402
-from omega.config import config_hash  # noqa: E402
-from omega.envs import EnvFactory  # noqa: E402
-from omega.errors import OmegaError  # noqa: E402
-from omega.training.checkpoint import (  # noqa: E402
-    atomic_write_bytes,
-    list_checkpoints,
-    load_checkpoint,
-)
-from omega.training.evaluate import evaluation_params  # noqa: E402
-from omega.training.experiment import CHECKPOINT_DIR, load_experiment  # noqa: E402
-from omega.training.loop import probe_env  # noqa: E402
+from omega.diagnostics._common import one_step_q
+from omega.envs import EnvFactory
+from omega.errors import OmegaError
+from omega.training.checkpoint import atomic_write_bytes, list_checkpoints
+from omega.training.evaluate import evaluation_params
+from omega.training.experiment import CHECKPOINT_DIR, load_experiment, load_trained_agent
 
 # NetHack 3.6's S_dnstair in NLE's symbol table: the glyph of the downstairs (the goal).
 DOWNSTAIRS_GLYPH = nethack.GLYPH_CMAP_OFF + 24
@@ -77,24 +65,15 @@ def right_moves(action_moves: list[tuple[int, int] | None], agent: tuple[int, in
 
 
 def evaluate_checkpoint(exp: Path, ckpt: Path, episodes: int, seed: int) -> dict:
-    cfg = load_experiment(exp)
-    obs_example, num_actions = probe_env(cfg)
-    agent, _ = build_agent(cfg, num_actions)
-    template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
-    state, _ = load_checkpoint(ckpt, template, config_hash(cfg))
+    trained = load_trained_agent(exp, ckpt)
+    cfg, agent, state = trained.cfg, trained.agent, trained.state
     actor = evaluation_params(agent, state)
     net, support, gamma = agent.network, cfg.muzero.support_size, cfg.muzero.gamma
     params = actor.net
 
     @jax.jit
     def one_step(obs):  # -> Q(s, a) for every a [A], prior [A]
-        latent, logits, _ = net.apply(params, obs, None, None,
-                                      method=MuZeroNetwork.initial_inference)
-        _, reward_logits, end_logit, _, next_value_logits = net.apply(
-            params, jnp.repeat(latent, num_actions, 0), jnp.arange(num_actions),
-            method=MuZeroNetwork.recurrent_inference)
-        q = (logits_to_scalar(reward_logits, support) + gamma * (1 - jax.nn.sigmoid(end_logit))
-             * logits_to_scalar(next_value_logits, support))
+        _, logits, _, q = one_step_q(net, params, obs, support, gamma)
         return q, jax.nn.softmax(logits[0])
 
     factory = EnvFactory.from_config(cfg.env)
@@ -149,7 +128,7 @@ def run(exp: Path, all_checkpoints: bool, episodes: int, seed: int) -> dict:
         raise OmegaError(f"'{exp}' is not a plain MuZero experiment (agent_type muzero, "
                          "stochastic: false, model.recurrent: false)")
     if "Room" not in cfg.env.id:
-        raise OmegaError(f"'{exp}' trains on {cfg.env.id}; search_accuracy.py reads the open "
+        raise OmegaError(f"'{exp}' trains on {cfg.env.id}; search_accuracy reads the open "
                          "MiniHack rooms only (MiniHack-Room-*)")
     ckpts = list_checkpoints(exp / CHECKPOINT_DIR)
     if not ckpts:
@@ -159,8 +138,9 @@ def run(exp: Path, all_checkpoints: bool, episodes: int, seed: int) -> dict:
             "checkpoints": [evaluate_checkpoint(exp, c, episodes, seed) for c in chosen]}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m omega.diagnostics.search_accuracy",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--dir", required=True, type=Path, nargs="+",
                    help="MuZero experiment dirs (open MiniHack rooms)")
     p.add_argument("--all-checkpoints", action="store_true",
@@ -168,11 +148,11 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=1_000_000, help="the first episode seed")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
         data = [run(d, args.all_checkpoints, args.episodes, args.seed) for d in args.dir]
     except OmegaError as e:
-        print(f"search_accuracy.py: error: {e}", file=sys.stderr)
+        print(f"search_accuracy: error: {e}", file=sys.stderr)
         return 2
     print(f"{'run':>48} {'env steps':>9} {'success':>7} {'steps':>5} {'prior':>6} {'Q':>6} "
           f"{'search':>6} {'prior m':>7} {'search m':>8} {'Q spread':>8}")

@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
 
-    python benchmarks/model_probe.py --dir experiments/rn/base/river_narrow_seed0 \\
+    python -m omega.diagnostics.model_probe --dir experiments/rn/base/river_narrow_seed0 \\
         --seed 1000000 --actions E,E,E,E,E,S,E,E,E,E --json probe.json
 
 Plays episode seed ``--seed`` (as ``omega eval`` seeds its episodes) with the given actions
@@ -19,7 +19,6 @@ only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,34 +26,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from omega.agents import build_agent  # noqa: E402
-from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar  # noqa: E402
-from omega.config import config_hash  # noqa: E402
-from omega.envs import EnvFactory  # noqa: E402
-from omega.errors import OmegaError  # noqa: E402
-from omega.training.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
-from omega.training.experiment import CHECKPOINT_DIR, load_experiment  # noqa: E402
-from omega.training.loop import probe_env  # noqa: E402
+from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar
+from omega.diagnostics._common import one_step_q, write_json
+from omega.envs import EnvFactory
+from omega.errors import OmegaError
+from omega.training.experiment import load_experiment, load_trained_agent
 
 
 def probe(exp: Path, seed: int, actions: list[str], checkpoint: Path | None = None) -> dict:
     cfg = load_experiment(exp)
     if cfg.agent_type != "muzero" or cfg.muzero.stochastic or cfg.model.recurrent:
         raise OmegaError(f"'{exp}' is not a plain MuZero experiment (agent_type muzero, "
-                         "stochastic: false, model.recurrent: false); model_probe.py reads "
+                         "stochastic: false, model.recurrent: false); model_probe reads "
                          "only those")
-    ckpt = checkpoint or latest_checkpoint(exp / CHECKPOINT_DIR)
-    if ckpt is None:
-        raise OmegaError(f"'{exp}' has no checkpoint yet; train it with 'omega run --dir {exp}'")
-    obs_example, num_actions = probe_env(cfg)
-    agent, _ = build_agent(cfg, num_actions)
-    template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
-    state, _ = load_checkpoint(ckpt, template, config_hash(cfg))
-    params, net, support = state.params, agent.network, cfg.muzero.support_size
+    trained = load_trained_agent(exp, checkpoint, cfg=cfg)
+    agent, ckpt = trained.agent, trained.checkpoint
+    params, net, support = trained.state.params, agent.network, cfg.muzero.support_size
     gamma = cfg.muzero.gamma
     env = EnvFactory.from_config(cfg.env)(0)
     try:
@@ -66,14 +53,7 @@ def probe(exp: Path, seed: int, actions: list[str], checkpoint: Path | None = No
 
         @jax.jit
         def evaluate(obs):  # one observation -> latent [1, D], prior [A], v, Q [A]
-            latent, logits, value_logits = net.apply(params, obs, None, None,
-                                                     method=MuZeroNetwork.initial_inference)
-            every = jnp.arange(num_actions)
-            _, reward_logits, end_logit, _, next_value_logits = net.apply(
-                params, jnp.repeat(latent, num_actions, 0), every,
-                method=MuZeroNetwork.recurrent_inference)
-            q = (logits_to_scalar(reward_logits, support) + gamma * (1 - jax.nn.sigmoid(
-                end_logit)) * logits_to_scalar(next_value_logits, support))
+            latent, logits, value_logits, q = one_step_q(net, params, obs, support, gamma)
             return (latent, jax.nn.softmax(logits[0]),
                     logits_to_scalar(value_logits, support)[0], q)
 
@@ -111,18 +91,19 @@ def probe(exp: Path, seed: int, actions: list[str], checkpoint: Path | None = No
             "gamma": gamma, "actions": names, "steps": steps}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m omega.diagnostics.model_probe",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--dir", required=True, type=Path, help="a MuZero experiment dir")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the newest")
     p.add_argument("--seed", type=int, default=1_000_000, help="the episode seed")
     p.add_argument("--actions", required=True, help="comma-separated action names, e.g. E,E,NE")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
         data = probe(args.dir, args.seed, args.actions.split(","), args.checkpoint)
     except OmegaError as e:
-        print(f"model_probe.py: error: {e}", file=sys.stderr)
+        print(f"model_probe: error: {e}", file=sys.stderr)
         return 2
     names = data["actions"]
     print(f"{data['env_id']}, episode seed {data['seed']}, {data['checkpoint']}")
@@ -133,9 +114,7 @@ def main() -> int:
         print(f"{s['t']:>3} {s['action']:>6} {s['value']:>6.3f}                {qs}  "
               f"{s['real_target']:>9.3f} {s['model_value_unrolled']:>18.3f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, data)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Usage (from the repository root; DIR is a trained MuZero experiment, non-recurrent):
 
-    python benchmarks/reanalyze_targets.py --dir experiments/muzero_ablation/rr15_base_seed0 \\
+    python -m omega.diagnostics.reanalyze_targets --dir experiments/muzero_ablation/rr15_base_seed0 \\
         --json benchmarks/results/reanalyze_targets_rr15_base_seed0.json
 
 Plays ``--steps`` env steps in one env with the training search (exploration noise on),
@@ -17,19 +17,16 @@ noise-free search's say the reanalyze path (batching, padding, the search) adds 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from omega.agents import build_agent
 from omega.agents.muzero.agent import ReanalyzeBatch
-from omega.config import config_hash
+from omega.diagnostics._common import write_json
 from omega.envs import EnvFactory
-from omega.training.checkpoint import latest_checkpoint, load_checkpoint
-from omega.training.experiment import CHECKPOINT_DIR, load_experiment
-from omega.training.loop import probe_env
+from omega.training.checkpoint import latest_checkpoint
+from omega.training.experiment import CHECKPOINT_DIR, load_experiment, load_trained_agent
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
@@ -40,24 +37,22 @@ def entropy(p: np.ndarray) -> float:
     return float(-(p * np.log(p + 1e-12)).sum(-1).mean())
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m omega.diagnostics.reanalyze_targets",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--dir", required=True, type=Path, help="a trained MuZero experiment")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=5, help="episode seed of the first game")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     cfg = load_experiment(args.dir)
     if cfg.agent_type != "muzero" or cfg.model.recurrent:
         raise SystemExit(f"{args.dir}: needs a non-recurrent MuZero experiment")
-    ckpt = latest_checkpoint(args.dir / CHECKPOINT_DIR)
-    if ckpt is None:
+    if latest_checkpoint(args.dir / CHECKPOINT_DIR) is None:
         raise SystemExit(f"{args.dir} has no checkpoint; train it first")
-    obs_example, num_actions = probe_env(cfg)
-    agent, _ = build_agent(cfg, num_actions)
-    template = agent.init(jax.random.PRNGKey(0), obs_example, cfg.env.num_envs)
-    state, _ = load_checkpoint(ckpt, template, config_hash(cfg))
+    trained = load_trained_agent(args.dir, cfg=cfg)
+    agent, state, ckpt = trained.agent, trained.state, trained.checkpoint
     train_params, eval_params = agent.params(state), agent.eval_params(state)
 
     env = EnvFactory.from_config(cfg.env)(0)  # the training env, options and all
@@ -112,9 +107,7 @@ def main() -> None:
     for k, v in result.items():
         print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

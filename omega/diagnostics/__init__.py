@@ -1,0 +1,23 @@
+"""Diagnostics: tools that inspect a trained model or an env to explain a result.
+
+Each is a module with a ``main(argv=None)``, run from the repository root as
+``python -m omega.diagnostics.<name> --help``:
+
+- ``model_probe``: what a trained plain MuZero model predicts along a scripted episode
+  (value, prior, one-step Q of every action) against what really happens.
+- ``river_transitions``: what a trained MuZero agent does on the River tasks, each step
+  sorted by kind (boulder push, fill, crossing, ...), and where its model is wrong.
+- ``search_accuracy``: on open MiniHack rooms, how often MuZero's prior, one-step model Q
+  and search policy point towards the goal, per checkpoint.
+- ``reanalyze_targets``: whether a trained MuZero agent's reanalyze targets match what its
+  acting search produces.
+- ``memory_diagnosis``: where recurrent MuZero's learning signal on the memory task
+  (Omega-Memory-K6-v0) gets lost, on a replay of scripted play.
+
+The benchmarks (``benchmarks/``) produce the numbers of the results pages; these explain them.
+``runs`` (no command line) holds what the benchmark scripts share: training a config on one
+seed and evaluating it through the omega commands.
+"""
+
+DIAGNOSTICS = ("model_probe", "river_transitions", "search_accuracy", "reanalyze_targets",
+               "memory_diagnosis")
