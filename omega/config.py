@@ -25,7 +25,6 @@ from omega.agents.ppo.config import PPOConfig
 from omega.errors import ConfigError
 from omega.models.encoders import EncoderConfig
 
-AGENT_TYPES = ("random", "ppo", "muzero")
 OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
 # Env constructor kwargs omega sets itself (omega.envs.make), and the keys that set them.
 OMEGA_ENV_KWARGS = {"observation_keys": "env.observation.keys",
@@ -120,8 +119,16 @@ class DistributedConfig:
     num_reanalyze_workers: int = dataclasses.field(default=0, metadata=_range(0, 1024))
 
 
+# Marks ExperimentConfig's field of the agent sections it has no field of its own for.
+_AGENT_SECTIONS = "agent_sections"
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
+    """The whole config. ``agent_type`` names a registered agent (:mod:`omega.agents.registry`);
+    each agent's section has its dataclass: ``ppo`` and ``muzero`` are fields, a section of
+    an agent registered by a plugin (``cfg.<section>`` too) lives in ``extra_agents``."""
+
     agent_type: str = "random"
     seed: int = dataclasses.field(default=0, metadata=_range(0))
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
@@ -133,6 +140,36 @@ class ExperimentConfig:
     muzero: MuZeroConfig = dataclasses.field(default_factory=MuZeroConfig)
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    # Section key -> parsed section of a plugin agent (written as top-level keys, never as
+    # this one): the active agent's always, other agents' when the file sets them.
+    extra_agents: dict[str, Any] = dataclasses.field(default_factory=dict,
+                                                     metadata={_AGENT_SECTIONS: True})
+
+    def __getattr__(self, name: str) -> Any:  # only called when no attribute has the name
+        extra = self.__dict__.get("extra_agents")
+        if name.startswith("__") or extra is None:
+            raise AttributeError(name)
+        if name in extra:
+            return extra[name]
+        from omega.agents.registry import section_specs
+
+        spec = section_specs().get(name)
+        if spec is None:
+            raise AttributeError(f"'ExperimentConfig' object has no attribute {name!r}")
+        return spec.config_cls()
+
+
+# Top-level keys no agent may take for its section.
+RESERVED_SECTIONS = frozenset(f.name for f in dataclasses.fields(ExperimentConfig)
+                              if not f.metadata.get(_AGENT_SECTIONS)) | {"base"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AGENT_TYPES":  # the registered agent types, plugins' included
+        from omega.agents.registry import agent_types
+
+        return agent_types()
+    raise AttributeError(f"module 'omega.config' has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,30 +281,21 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def _check_semantics(cfg: ExperimentConfig) -> None:
-    if cfg.agent_type not in AGENT_TYPES:
-        raise ConfigError(
-            f"config key 'agent_type' must be one of {', '.join(AGENT_TYPES)}, got {cfg.agent_type!r}")
-    if cfg.agent_type == "muzero" and cfg.model.recurrent and cfg.muzero.stochastic:
-        raise ConfigError("config key 'model.recurrent' must be false with muzero.stochastic: "
-                          "true (the chance model does not thread the encoder memory)")
-    if cfg.agent_type == "muzero" and cfg.muzero.burn_in_steps and not cfg.model.recurrent:
-        raise ConfigError("config key 'muzero.burn_in_steps' needs model.recurrent: true (there "
-                          "is no encoder memory to burn in); set it to 0")
-    if cfg.agent_type == "muzero" and cfg.muzero.burn_in_gradient and not cfg.muzero.burn_in_steps:
-        raise ConfigError("config key 'muzero.burn_in_gradient' needs muzero.burn_in_steps > 0 "
-                          "(the gradient runs through the burn-in); set burn_in_steps or drop it")
-    if cfg.agent_type == "muzero" and cfg.muzero.refresh_memory and not cfg.model.recurrent:
-        raise ConfigError("config key 'muzero.refresh_memory' needs model.recurrent: true "
-                          "(there is no encoder memory to refresh); set it to false")
+    from omega.agents.registry import agent_spec, agent_specs
+
+    spec = agent_spec(cfg.agent_type)
+    # Settings that conflict across sections: the agent's check is the one place for them.
+    if spec.check is not None:
+        try:
+            spec.check(cfg)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     workers = cfg.distributed.num_reanalyze_workers
-    if workers and cfg.agent_type != "muzero":
+    if workers and spec.reanalyze is None:
+        able = " or ".join(s.name for s in agent_specs() if s.reanalyze is not None)
         raise ConfigError(f"config key 'distributed.num_reanalyze_workers' ({workers}) needs "
-                          f"agent_type muzero (agent_type {cfg.agent_type} has no replay to "
+                          f"agent_type {able} (agent_type {cfg.agent_type} has no replay to "
                           "reanalyze); set it to 0")
-    if workers and cfg.muzero.reanalyze_fraction == 0:
-        raise ConfigError(f"config key 'distributed.num_reanalyze_workers' ({workers}) needs "
-                          "reanalyze on: set muzero.reanalyze_fraction > 0, or set "
-                          "num_reanalyze_workers to 0")
     for key in cfg.env.options:
         if key in OMEGA_ENV_KWARGS:
             raise ConfigError(f"config key 'env.options.{key}' is set by omega; "
@@ -297,9 +325,32 @@ def config_from_dict(data: dict[str, Any] | None) -> ExperimentConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("a config file must be a YAML mapping of keys, e.g. 'agent_type: ppo'")
-    cfg = _build(ExperimentConfig, data)
+    cfg = _build_experiment(data)
     _check_semantics(cfg)
     return cfg
+
+
+def _build_experiment(data: dict[str, Any]) -> ExperimentConfig:
+    """:func:`_build` for the top level: a registered agent's section key without a field
+    of its own (a plugin's) is parsed into its dataclass, into ``extra_agents``."""
+    from omega.agents.registry import section_specs
+
+    sections = section_specs()
+    own = [f.name for f in dataclasses.fields(ExperimentConfig)
+           if not f.metadata.get(_AGENT_SECTIONS)]
+    known = own + [key for key in sections if key not in own]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "valid keys: " + ", ".join(known)
+            raise ConfigError(f"unknown config key '{key}'; {hint}")
+    extra = {key: _coerce(data[key], spec.config_cls, key) for key, spec in sections.items()
+             if key not in own and key in data}
+    cfg = _build(ExperimentConfig, {k: v for k, v in data.items() if k in own})
+    for key, spec in sections.items():
+        if spec.name == cfg.agent_type and key not in own:
+            extra.setdefault(key, spec.config_cls())  # config.yaml lists all the active agent's keys
+    return dataclasses.replace(cfg, extra_agents=extra) if extra else cfg
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -415,7 +466,13 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     def convert(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            out = {}
+            for f in dataclasses.fields(value):
+                if f.metadata.get(_AGENT_SECTIONS):  # plugin agents' sections: top-level keys
+                    out.update(convert(getattr(value, f.name)))
+                else:
+                    out[f.name] = convert(getattr(value, f.name))
+            return out
         if isinstance(value, tuple):
             return [convert(v) for v in value]
         if isinstance(value, dict):
@@ -456,14 +513,39 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def config_hash(cfg: ExperimentConfig) -> str:
-    """Hash of everything that shapes parameters and training; stored in checkpoints."""
+# Sections that shape neither parameters nor training: the step budget may change between
+# resumes, and how acting is spread out is not what is learned.
+_UNHASHED = ("train", "wandb", "record", "eval", "distributed")
+# The agent sections every hash covered before only the active agent's was hashed.
+_LEGACY_SECTIONS = ("ppo", "muzero")
+
+
+class ConfigHash(str):
+    """A config hash (16 hex digits). ``legacy`` is the same config's hash as omega computed
+    it before it hashed only the active agent's section (the ``ppo`` section always, and
+    ``muzero`` for MuZero): what the checkpoints of experiments made then store."""
+
+    legacy: str
+
+    def __new__(cls, value: str, legacy: str | None = None) -> ConfigHash:
+        self = super().__new__(cls, value)
+        self.legacy = value if legacy is None else legacy
+        return self
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: ExperimentConfig) -> ConfigHash:
+    """Hash of everything that shapes parameters and training; stored in checkpoints: the
+    non-agent sections and the active agent's section only (another agent's defaults can
+    change without touching this experiment's hash)."""
+    from omega.agents.registry import agent_spec, section_specs
+
     data = config_to_dict(cfg)
-    data.pop("train", None)  # the step budget may change between resumes
-    data.pop("wandb", None)
-    data.pop("record", None)
-    data.pop("eval", None)
-    data.pop("distributed", None)  # how acting is spread out, not what is learned
+    for section in _UNHASHED:
+        data.pop(section, None)
     # Keys added after experiments already existed leave the hash out while they are at
     # their defaults, so those experiments keep resuming and evaluating after an upgrade.
     for section, keys in _ADDED_LATER.items():
@@ -472,9 +554,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
             if key in data.get(section, {}) and \
                     data[section][key] == _plain(_field_default(fields[key])):
                 data[section].pop(key)
-    if data.get("agent_type") != "muzero":
-        # The section is unused there; leaving it out keeps hashes of experiments made
-        # before it existed valid.
-        data.pop("muzero", None)
-    blob = json.dumps(data, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    sections = set(section_specs())
+    active = agent_spec(cfg.agent_type).section
+    current = {k: v for k, v in data.items() if k not in sections or k == active}
+    legacy = {k: v for k, v in data.items() if k not in sections or k in _LEGACY_SECTIONS}
+    if cfg.agent_type != "muzero":
+        legacy.pop("muzero", None)
+    return ConfigHash(_digest(current), legacy=_digest(legacy))

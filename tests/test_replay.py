@@ -366,3 +366,41 @@ def test_replay_saved_before_the_behaviour_policy_field_still_loads():
     state["data"] = {k: v for k, v in state["data"].items() if k != "root_value"}
     with pytest.raises(ValueError, match="fields"):
         ReplayBuffer(max_size=40, num_unroll_steps=2, td_steps=3, gamma=0.9).load_state_dict(state)
+
+
+def test_add_without_search_fields_for_an_agent_that_has_none():
+    """An agent without a search adds no search_policy or root_value: the batches have no
+    policy targets and the value targets bootstrap from 0; the rest is as with them."""
+    def add(replay, policy):
+        col = lambda x: np.asarray(x)[:, None]  # noqa: E731  [T, N=1]
+        term = np.zeros(8, bool)
+        term[2] = True
+        extra = {"search_policy": np.full((8, 1, A), 1.0 / A, np.float32)} if policy else {}
+        replay.add(obs={"time": col(np.arange(8))}, action=col(np.arange(8) % A),
+                   reward=col(np.arange(1, 9, dtype=np.float32)), terminated=col(term),
+                   truncated=col(np.zeros(8, bool)), truncation_value=col(np.zeros(8)),
+                   **extra)
+
+    plain = ReplayBuffer(max_size=100, num_unroll_steps=2, td_steps=3, gamma=0.5,
+                         num_actions=A, seed=4)
+    add(plain, policy=False)
+    assert not plain.keeps_policies and "root_value" in plain.data
+    with_policy = ReplayBuffer(max_size=100, num_unroll_steps=2, td_steps=3, gamma=0.5, seed=4)
+    add(with_policy, policy=True)
+    a, b = plain.sample(32), with_policy.sample(32)
+    assert a.policy_target is None and a.behaviour_policy is None
+    for field in ("action", "value_target", "value_mask", "reward_target", "policy_mask",
+                  "weight", "value_partial", "bootstrap_discount"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    start3 = a.obs["time"] == 3
+    np.testing.assert_allclose(a.value_target[start3, 0], 4 + 0.5 * 5 + 0.25 * 6)  # 0 bootstrap
+    with pytest.raises(ValueError, match="search_policy must be passed to every add or to none"):
+        add(plain, policy=True)
+    with pytest.raises(ValueError, match="keeps no search policies"):
+        plain.set_search_targets(np.array([0]), np.array([1]), np.zeros((1, A)), np.zeros(1))
+    with pytest.raises(ValueError, match="needs num_actions"):
+        add(ReplayBuffer(max_size=100, num_unroll_steps=2, td_steps=3, gamma=0.5), policy=False)
+    restored = ReplayBuffer(max_size=100, num_unroll_steps=2, td_steps=3, gamma=0.5,
+                            num_actions=A)
+    restored.load_state_dict(plain.state_dict())
+    assert restored.time == 8 and not restored.keeps_policies

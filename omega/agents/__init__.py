@@ -1,4 +1,9 @@
-"""Agents. Each implements :class:`omega.agents.base.Agent`; ``build_agent`` picks one."""
+"""Agents. Each implements :class:`omega.agents.base.Agent`; the registry
+(:mod:`omega.agents.registry`) knows them by ``agent_type`` and ``build_agent`` builds one.
+
+The registry's names are importable from here too; they load on first use, so importing
+``omega.agents`` (or ``omega.agents.base``) stays free of the agents' own modules.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,25 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from omega.agents.parallel import DataParallel
 
-RANDOM_ROLLOUT_LENGTH = 128
+_REGISTRY_NAMES = ("RANDOM_ROLLOUT_LENGTH", "AgentSpec", "ReanalyzeHooks", "agent_spec",
+                   "agent_types", "register_agent")
+
+__all__ = ["build_agent", *_REGISTRY_NAMES]
 
 
 def build_agent(cfg: Any, num_actions: int,
                 data_parallel: DataParallel | None = None) -> tuple[Any, int]:
     """Returns ``(agent, rollout_length)`` for ``cfg.agent_type``; with ``data_parallel`` its
-    learning is split over those devices (the random agent has nothing to learn)."""
-    if cfg.agent_type == "random":
-        from omega.agents.random import RandomAgent
+    learning is split over those devices (an agent with nothing to learn ignores it)."""
+    from omega.agents.registry import agent_spec
 
-        return RandomAgent(num_actions), RANDOM_ROLLOUT_LENGTH
-    if cfg.agent_type == "ppo":
-        from omega.agents.ppo import make_ppo_agent
+    spec = agent_spec(cfg.agent_type)
+    return spec.factory(cfg, num_actions, data_parallel), spec.rollout_length(cfg)
 
-        steps_per_update = cfg.ppo.rollout_length * cfg.env.num_envs
-        total_updates = max(1, cfg.train.total_env_steps // steps_per_update)
-        agent = make_ppo_agent(cfg.ppo, cfg.model, num_actions, total_updates)
-        if data_parallel is not None:
-            agent.use_data_parallel(data_parallel)
-        return agent, cfg.ppo.rollout_length
-    if cfg.agent_type == "muzero":
-        from omega.agents.muzero import make_muzero_agent
 
-        agent = make_muzero_agent(cfg.muzero, cfg.model, num_actions, cfg.train.total_env_steps)
-        if data_parallel is not None:
-            agent.use_data_parallel(data_parallel)
-        return agent, cfg.muzero.rollout_length
-    raise ValueError(f"unknown agent_type {cfg.agent_type!r}")
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY_NAMES:
+        from omega.agents import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'omega.agents' has no attribute {name!r}")

@@ -14,7 +14,8 @@ Data is stored per env, time-major, in ring buffers of ``C = ceil(max_size / N)`
                                   (reanalyze replaces it with fresher ones)
     behaviour_policy [N, C, A]    float32, the policy the action was sampled from: the
                                   acting search's, never replaced
-    root_value      [N, C]        float32, the search's value estimate of obs[e, s]
+    root_value      [N, C]        float32, the search's value estimate of obs[e, s] (0 when
+                                  ``add`` got none: the n-step targets then bootstrap from 0)
     outcome         [N, C]        int8, 1 / -1 once the step's episode ended in success /
                                   failure, 0 while it runs (success: terminal reward > 0)
     priority        [N, C]        float64, raw priority of a sequence starting at that step
@@ -23,6 +24,10 @@ Data is stored per env, time-major, in ring buffers of ``C = ceil(max_size / N)`
                                   bytes per step, usually far more than the observation
     first           [N, C]        bool, recurrent learners only: obs[e, s] starts an episode
                                   (the encoder resets its memory there)
+
+``search_policy`` and ``behaviour_policy`` are kept only for a learner whose ``add`` passes
+``search_policy`` (MuZero); without them the buffer needs ``num_actions`` (for the random
+actions past an episode end) and its batches have no policy targets.
 
 All envs advance in lock-step (one :class:`~omega.agents.base.Trajectory` adds ``T`` steps
 to every env), so one counter ``time`` (steps added per env) indexes the whole buffer:
@@ -108,7 +113,7 @@ class ReplayBatch(NamedTuple):
     # in a terminal state or follows one (absorbing), 0 otherwise (time limits included)
     value_target: np.ndarray  # [B, K+1] float32
     value_mask: np.ndarray  # [B, K+1] float32
-    policy_target: np.ndarray  # [B, K+1, A] float32
+    policy_target: np.ndarray | None  # [B, K+1, A] float32; None: the replay keeps no policies
     policy_mask: np.ndarray  # [B, K+1] float32
     weight: np.ndarray  # [B] float32, importance weight (1 without prioritised sampling)
     # The same value targets split for a learner that bootstraps with its current network:
@@ -169,7 +174,7 @@ class ReplayBuffer:
                  max_age: int | None = None, prioritized: bool = False,
                  priority_alpha: float = 0.6, priority_beta: float = 0.4,
                  success_fraction: float | None = None, next_obs: bool = False,
-                 burn_in: int = 0, seed: int = 0):
+                 burn_in: int = 0, seed: int = 0, num_actions: int | None = None):
         if max_size < 1 or num_unroll_steps < 0 or td_steps < 1 or burn_in < 0:
             raise ValueError("max_size >= 1, num_unroll_steps >= 0, td_steps >= 1 and "
                              "burn_in >= 0 required")
@@ -184,6 +189,8 @@ class ReplayBuffer:
         self.beta = float(priority_beta)
         self.success_fraction = success_fraction
         self.with_next_obs = bool(next_obs)
+        # From the first add's search_policy, or this when add gets none.
+        self.num_actions = None if num_actions is None else int(num_actions)
         self.rng = np.random.default_rng(seed)
         self.num_envs = 0
         self.capacity = 0  # slots per env
@@ -221,8 +228,19 @@ class ReplayBuffer:
 
     # -- adding ------------------------------------------------------------------------------
 
-    def _allocate(self, obs: Mapping[str, np.ndarray], num_actions: int,
+    @property
+    def keeps_policies(self) -> bool:
+        """Whether the buffer stores search and behaviour policies (``add`` got them)."""
+        return "search_policy" in self.data
+
+    def _allocate(self, obs: Mapping[str, np.ndarray], search_policy: np.ndarray | None,
                   memory: np.ndarray | None) -> None:
+        if search_policy is not None:
+            self.num_actions = int(np.shape(search_policy)[-1])
+        elif self.num_actions is None:
+            raise ValueError("a replay without search_policy needs num_actions (give it to "
+                             "the ReplayBuffer)")
+        num_actions = self.num_actions
         n = self.num_envs
         c = self.capacity = math.ceil(self.max_size / n)
         self.obs = {k: np.zeros((n, c) + v.shape[2:], v.dtype) for k, v in obs.items()}
@@ -241,24 +259,30 @@ class ReplayBuffer:
             "outcome": np.zeros((n, c), np.int8),
             "priority": np.zeros((n, c), np.float64),
         }
+        if search_policy is None:
+            del self.data["search_policy"], self.data["behaviour_policy"]
         self._episode_start = np.zeros(n, np.int64)
 
     def add(self, obs: Mapping[str, np.ndarray], action: np.ndarray, reward: np.ndarray,
             terminated: np.ndarray, truncated: np.ndarray, truncation_value: np.ndarray,
-            search_policy: np.ndarray, root_value: np.ndarray,
+            search_policy: np.ndarray | None = None, root_value: np.ndarray | None = None,
             memory: np.ndarray | None = None, first: np.ndarray | None = None) -> None:
         """Appends ``T`` steps of ``N`` envs, time-major: obs [T, N, ...] (no bootstrap obs),
         the rest [T, N] (search_policy [T, N, A]). Consecutive calls continue each env. A
         recurrent learner also passes memory [T, N, ...] (the encoder memory before each
-        obs) and first [T, N] (obs starts an episode), in every call or in none."""
+        obs) and first [T, N] (obs starts an episode), in every call or in none.
+        ``search_policy`` (a search's, MuZero) likewise goes to every call or to none;
+        ``root_value`` left out stores 0 (value targets bootstrap from 0)."""
         t, n = np.shape(action)
         if (memory is None) != (first is None):
             raise ValueError("pass memory and first together")
         if not self.num_envs:
             self.num_envs = n
-            self._allocate(obs, np.shape(search_policy)[-1], memory)
+            self._allocate(obs, search_policy, memory)
         if (memory is None) != (self.memory is None):
             raise ValueError("memory must be passed to every add or to none")
+        if (search_policy is None) == self.keeps_policies:
+            raise ValueError("search_policy must be passed to every add or to none")
         if n != self.num_envs:
             raise ValueError(f"replay holds {self.num_envs} envs, got a batch of {n}")
         if t > self.capacity:
@@ -269,8 +293,9 @@ class ReplayBuffer:
             self.obs[k][:, slots] = np.swapaxes(np.asarray(v)[:t], 0, 1)
         new = {"action": action, "reward": reward, "terminated": terminated,
                "truncated": truncated, "truncation_value": truncation_value,
-               "search_policy": search_policy, "behaviour_policy": search_policy,
-               "root_value": root_value}
+               "root_value": np.zeros((t, n)) if root_value is None else root_value}
+        if search_policy is not None:
+            new.update(search_policy=search_policy, behaviour_policy=search_policy)
         for k, v in new.items():
             self.data[k][:, slots] = np.swapaxes(np.asarray(v, self.data[k].dtype), 0, 1)
         if memory is not None:
@@ -328,6 +353,11 @@ class ReplayBuffer:
             # Saved before the acting policy had its own field: those runs' importance
             # weights read the stored search policy, so a resumed run keeps doing that.
             data["behaviour_policy"] = data["search_policy"].copy()
+        if "search_policy" not in data and "behaviour_policy" not in data:
+            if self.num_actions is None:
+                raise ValueError("the saved replay keeps no policies: this buffer needs "
+                                 "num_actions")
+            expected = tuple(k for k in expected if not k.endswith("_policy"))
         obs = {k: np.array(v) for k, v in state["obs"].items()}
         if sorted(data) != sorted(expected) or not obs:
             raise ValueError(f"the saved replay has fields {sorted(data)} and observations "
@@ -348,6 +378,8 @@ class ReplayBuffer:
                 raise ValueError("the saved replay's memory has the wrong shape")
         self.num_envs, self.capacity, self.time = n, capacity, time
         self.data, self.obs, self.memory, self.first = data, obs, memory, first
+        if "search_policy" in data:
+            self.num_actions = int(data["search_policy"].shape[-1])
         self._episode_start = episode_start
         self._max_priority = float(state["max_priority"])
 
@@ -398,7 +430,7 @@ class ReplayBuffer:
         if len(self) == 0:
             raise ValueError("the replay buffer is empty")
         env, start, weight = self._sample_starts(batch_size) if starts is None else starts
-        k, n, c = self.unroll, self.td_steps, self.capacity
+        k, c = self.unroll, self.capacity
         d = self.data
         newest = self.time - 1
 
@@ -419,41 +451,16 @@ class ReplayBuffer:
         inside = (position <= first_end[:, None]) & (start[:, None] + position <= newest)
         after_term = (position > first_end[:, None]) & ended_terminal[:, None]  # [B, K+1]
 
-        random_actions = self.rng.integers(0, d["search_policy"].shape[-1], (len(env), k))
+        random_actions = self.rng.integers(0, self.num_actions, (len(env), k))
         action = np.where(inside[:, :-1], d["action"][env[:, None], s], random_actions)
         # The step into a terminal is inside; every later step (absorbing) has reward 0.
         reward = np.where(inside[:, :-1], d["reward"][env[:, None], s], 0.0)
         reward_mask = inside[:, :-1] | after_term[:, :-1]
 
-        # Value targets at positions start .. start + K.
-        pos = start[:, None] + np.arange(k + 1)  # [B, K+1]
-        win = pos[..., None] + np.arange(n)  # [B, K+1, n]
-        win_s = win % c
-        e3 = env[:, None, None]
-        value = nstep_value_targets(
-            d["reward"][e3, win_s], d["terminated"][e3, win_s], d["truncated"][e3, win_s],
-            d["truncation_value"][e3, win_s],
-            d["root_value"][e3, np.concatenate([win, win[..., -1:] + 1], -1) % c],
-            np.maximum(newest - pos + 1, 1), self.gamma)
-        value = np.where(inside, value, 0.0)
-        value_mask = inside | after_term
-        # The same targets without the stored bootstrap values, and where they bootstrap from.
-        zeros = np.zeros(win.shape, np.float32)
-        known_steps = np.maximum(newest - pos + 1, 1)
-        value_partial = np.where(inside, nstep_value_targets(
-            d["reward"][e3, win_s], d["terminated"][e3, win_s], d["truncated"][e3, win_s],
-            d["truncation_value"][e3, win_s], np.zeros(win.shape[:-1] + (n + 1,), np.float32),
-            known_steps, self.gamma), 0.0)
-        boot_discount = np.where(inside, nstep_value_targets(
-            zeros, d["terminated"][e3, win_s], d["truncated"][e3, win_s], zeros,
-            np.ones(win.shape[:-1] + (n + 1,), np.float32), known_steps, self.gamma), 0.0)
-        boot_slot = (pos + np.clip(np.minimum(known_steps - 1, n), 0, n)) % c  # [B, K+1]
+        pos = start[:, None] + np.arange(k + 1)  # [B, K+1]: positions start .. start + K
+        value, value_partial, boot_discount, boot_slot = self._value_targets(env, pos, inside)
         bootstrap_obs = {key: v[env[:, None], boot_slot] for key, v in self.obs.items()}
-
-        policy = d["search_policy"][env[:, None], pos % c]  # [B, K+1, A]
-        policy = np.where(inside[..., None], policy, 0.0)
-        behaviour = np.where(inside[..., None], d["behaviour_policy"][env[:, None], pos % c],
-                             0.0)
+        policy, behaviour = self._policy_targets(env, pos, inside)
 
         start_slot = start % c
         obs = {key: v[env, start_slot] for key, v in self.obs.items()}
@@ -470,12 +477,51 @@ class ReplayBuffer:
             obs=obs, action=action.astype(np.int32), reward_target=reward.astype(f32),
             reward_mask=reward_mask.astype(f32), terminal_target=after_term[:, 1:].astype(f32),
             value_target=value.astype(f32),
-            value_mask=value_mask.astype(f32), policy_target=policy.astype(f32),
+            value_mask=(inside | after_term).astype(f32), policy_target=policy,
             policy_mask=inside.astype(f32), weight=weight,
             value_partial=value_partial.astype(f32), bootstrap_discount=boot_discount.astype(f32),
             bootstrap_obs=bootstrap_obs, index=(env, start_slot), next_obs=next_obs,
-            next_obs_mask=next_obs_mask, memory=memory,
-            behaviour_policy=behaviour.astype(f32))
+            next_obs_mask=next_obs_mask, memory=memory, behaviour_policy=behaviour)
+
+    def _value_targets(self, env: np.ndarray, pos: np.ndarray, inside: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(value target, the same without its bootstrap, the bootstrap's discount, the slot
+        bootstrapped from), each [B, K+1], at positions ``pos`` [B, K+1] of envs ``env`` [B];
+        0 where not ``inside`` the sampled episode."""
+        n, c, d = self.td_steps, self.capacity, self.data
+        newest = self.time - 1
+        win = pos[..., None] + np.arange(n)  # [B, K+1, n]
+        win_s = win % c
+        e3 = env[:, None, None]
+        value = nstep_value_targets(
+            d["reward"][e3, win_s], d["terminated"][e3, win_s], d["truncated"][e3, win_s],
+            d["truncation_value"][e3, win_s],
+            d["root_value"][e3, np.concatenate([win, win[..., -1:] + 1], -1) % c],
+            np.maximum(newest - pos + 1, 1), self.gamma)
+        value = np.where(inside, value, 0.0)
+        # The same targets without the stored bootstrap values, and where they bootstrap from.
+        zeros = np.zeros(win.shape, np.float32)
+        known_steps = np.maximum(newest - pos + 1, 1)
+        value_partial = np.where(inside, nstep_value_targets(
+            d["reward"][e3, win_s], d["terminated"][e3, win_s], d["truncated"][e3, win_s],
+            d["truncation_value"][e3, win_s], np.zeros(win.shape[:-1] + (n + 1,), np.float32),
+            known_steps, self.gamma), 0.0)
+        boot_discount = np.where(inside, nstep_value_targets(
+            zeros, d["terminated"][e3, win_s], d["truncated"][e3, win_s], zeros,
+            np.ones(win.shape[:-1] + (n + 1,), np.float32), known_steps, self.gamma), 0.0)
+        boot_slot = (pos + np.clip(np.minimum(known_steps - 1, n), 0, n)) % c  # [B, K+1]
+        return value, value_partial, boot_discount, boot_slot
+
+    def _policy_targets(self, env: np.ndarray, pos: np.ndarray, inside: np.ndarray
+                        ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(search policy, behaviour policy) [B, K+1, A] float32 at positions ``pos``, 0 where
+        not ``inside``; (None, None) when the replay keeps no policies."""
+        if not self.keeps_policies:
+            return None, None
+        d, slot = self.data, pos % self.capacity
+        policy = np.where(inside[..., None], d["search_policy"][env[:, None], slot], 0.0)
+        behaviour = np.where(inside[..., None], d["behaviour_policy"][env[:, None], slot], 0.0)
+        return policy.astype(np.float32), behaviour.astype(np.float32)
 
     def _memory_batch(self, env: np.ndarray, start: np.ndarray, boot_slot: np.ndarray,
                       next_slot: np.ndarray | None) -> MemoryBatch:
@@ -553,10 +599,15 @@ class ReplayBuffer:
         live = (time >= self.oldest) & (time < self.time)
         self.memory[env[live], time[live] % self.capacity] = memory[live]
 
+    def _need_policies(self) -> None:
+        if not self.keeps_policies:
+            raise ValueError("this replay keeps no search policies (add got none)")
+
     def search_targets_at(self, env: np.ndarray, time: np.ndarray
                           ) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the stored search policies [M, A] and root values [M] of live steps
         (env [M], time [M]), as :meth:`set_search_targets` takes them."""
+        self._need_policies()
         slot = time % self.capacity
         return (self.data["search_policy"][env, slot].copy(),
                 self.data["root_value"][env, slot].copy())
@@ -564,6 +615,7 @@ class ReplayBuffer:
     def set_search_targets(self, env: np.ndarray, time: np.ndarray, search_policy: np.ndarray,
                            root_value: np.ndarray) -> None:
         """Replaces the stored search policies [M, A] and root values [M] of live steps."""
+        self._need_policies()
         if np.any(time < self.oldest) or np.any(time >= self.time):
             raise ValueError("search targets can only be set for live steps")
         slot = time % self.capacity

@@ -92,11 +92,9 @@ def training_step_rate(cfg_path: Path, steps: int, async_learning: bool | None =
 
 
 def _steps_per_update(cfg: Any) -> int:
-    from omega.agents import RANDOM_ROLLOUT_LENGTH
+    from omega.agents.registry import agent_spec
 
-    length = {"ppo": cfg.ppo.rollout_length, "muzero": cfg.muzero.rollout_length}.get(
-        cfg.agent_type, RANDOM_ROLLOUT_LENGTH)
-    return length * cfg.env.num_envs
+    return agent_spec(cfg.agent_type).rollout_length(cfg) * cfg.env.num_envs
 
 
 def bench(config_path: str | Path, steps: int, out_json: str | Path | None = None,

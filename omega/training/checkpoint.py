@@ -69,11 +69,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def hash_matches(stored: Any, config_hash: str) -> bool:
+    """Whether a stored config hash is ``config_hash``, or its legacy form
+    (:class:`omega.config.ConfigHash`): experiments made before only the active agent's
+    section was hashed keep resuming."""
+    return stored == str(config_hash) or stored == getattr(config_hash, "legacy", None)
+
+
 def save_checkpoint(ckpt_dir: Path, agent_state: Any, loop: LoopState, config_hash: str,
                     keep: int = 3) -> Path:
     payload = {
         "format_version": FORMAT_VERSION,
-        "config_hash": config_hash,
+        "config_hash": str(config_hash),
         "loop": {
             "env_steps": int(loop.env_steps),
             "updates": int(loop.updates),
@@ -107,7 +114,7 @@ def load_checkpoint(path: Path, agent_template: Any, config_hash: str) -> tuple[
             f"checkpoint '{path}' has format {payload.get('format_version')!r}, this omega "
             f"reads format {FORMAT_VERSION}; use the omega version that wrote it")
     stored_hash = payload.get("config_hash")
-    if stored_hash != config_hash:
+    if not hash_matches(stored_hash, config_hash):
         raise CheckpointError(
             f"checkpoint '{path}' was written with a different config (hash {stored_hash}, "
             f"now {config_hash}); restore the experiment's config.yaml or start a new "
@@ -162,7 +169,7 @@ def save_replay(ckpt_dir: Path, env_steps: int, replay: dict[str, Any],
                 config_hash: str) -> Path:
     """Writes a replay's :meth:`~omega.replay.ReplayBuffer.state_dict` (numpy arrays and
     numbers) for the checkpoint at ``env_steps``, atomically."""
-    payload = {"format_version": REPLAY_FORMAT_VERSION, "config_hash": config_hash,
+    payload = {"format_version": REPLAY_FORMAT_VERSION, "config_hash": str(config_hash),
                "env_steps": int(env_steps), "replay": replay}
     path = replay_path(ckpt_dir, env_steps)
     atomic_write_bytes(path, serialization.msgpack_serialize(payload))
@@ -197,7 +204,7 @@ def load_replay(path: Path, config_hash: str) -> dict[str, Any]:
         raise CheckpointError(
             f"replay file '{path}' has format {payload.get('format_version')!r}, this omega "
             f"reads format {REPLAY_FORMAT_VERSION}; delete it to resume with an empty replay")
-    if payload.get("config_hash") != config_hash:
+    if not hash_matches(payload.get("config_hash"), config_hash):
         raise CheckpointError(
             f"replay file '{path}' was written with a different config (hash "
             f"{payload.get('config_hash')}, now {config_hash}); restore the experiment's "

@@ -47,6 +47,7 @@ import numpy as np
 
 from omega.agents import build_agent
 from omega.agents.base import Params, Trajectory
+from omega.agents.registry import agent_spec
 from omega.config import ExperimentConfig
 from omega.envs import EnvFactory
 from omega.envs.vector import EpisodeStats, VectorEnv
@@ -63,10 +64,6 @@ from omega.training.loop import (
     recording_factory,
 )
 
-SUPPORTED_AGENTS = ("ppo", "random", "muzero")
-# Agents whose replay keeps each env's steps as one stream: they learn from rounds of one
-# rollout per actor, concatenated along the env axis (``_learn_in_rounds``).
-ROUND_AGENTS = ("muzero",)
 _WAIT_S = 0.5  # how often the driver looks for Ctrl-C while it waits for trajectories
 _CLOSE_TIMEOUT_S = 30.0
 
@@ -188,13 +185,14 @@ def concat_rollouts(trajectories: Sequence[Trajectory]) -> Trajectory:
 
 
 class ReanalyzeWorker:
-    """Body of a Ray actor that reanalyzes MuZero replay steps: the agent's noise-free search
-    (:meth:`~omega.agents.muzero.agent.MuZeroAgent.search_targets`) on observations the
-    driver sends, with the params it sends."""
+    """Body of a Ray actor that reanalyzes replay steps (MuZero's noise-free search,
+    :meth:`~omega.agents.muzero.agent.MuZeroAgent.search_targets`) on observations the
+    driver sends, with the params it sends: the agent's ``reanalyze.search`` hook."""
 
     def __init__(self, cfg: ExperimentConfig, num_actions: int):
         jax.config.update("jax_platforms", "cpu")
         self.agent, _ = build_agent(cfg, num_actions)
+        self.hooks = agent_spec(cfg.agent_type).reanalyze
 
     def pid(self) -> int:
         return os.getpid()
@@ -202,7 +200,7 @@ class ReanalyzeWorker:
     def reanalyze(self, params: Params, batch: Any) -> tuple[np.ndarray, np.ndarray]:
         """(search_policy [M, A], root_value [M]) of a ``ReanalyzeBatch`` with the actor
         params ``params`` (their network params; exploration is off anyway)."""
-        return self.agent.search_targets(jax.device_put(params.net), batch)
+        return self.hooks.search(self.agent, params, batch)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -257,6 +255,11 @@ class _Fleet:
         ref = self.handles[index].rollout.remote(params_ref, version, self.run.rollout_length)
         self.pending[ref] = (index, False)
 
+    def submit_all(self, params_ref: Any, version: int) -> None:
+        """A rollout of every actor, in actor order."""
+        for i in range(len(self.handles)):
+            self.submit(i, params_ref, version)
+
     def count_restart(self, name: str, error: BaseException) -> None:
         """Counts one replacement of the Ray actor ``name`` (an actor or a reanalyze worker:
         both count toward ``distributed.max_actor_restarts``) and logs it; raises past it."""
@@ -293,6 +296,7 @@ class _ReanalyzePool:
 
     def __init__(self, ray: Any, run: Any, fleet: _Fleet, num_workers: int, out):
         self.ray, self.run, self.fleet, self.out = ray, run, fleet, out
+        self.hooks = agent_spec(run.cfg.agent_type).reanalyze
         self.remote_cls = ray.remote(num_cpus=1, max_restarts=0)(ReanalyzeWorker)
         self.handles: list[Any] = [None] * num_workers
         # in-flight ref -> (worker index, the ReanalyzeBatch sent, or None for a
@@ -318,10 +322,10 @@ class _ReanalyzePool:
 
     def fill(self, agent: Any, params_ref: Any) -> None:
         """Gives every idle worker a batch (once the replay holds steps)."""
-        if not len(agent.replay):
-            return
         for i in sorted(self.idle):
-            batch = agent.sample_reanalyze_batch()
+            batch = self.hooks.sample(agent)
+            if batch is None:  # the replay is still empty
+                return
             self.pending[self.handles[i].reanalyze.remote(params_ref, batch)] = (i, batch)
         self.idle.clear()
 
@@ -340,9 +344,9 @@ class _ReanalyzePool:
             print(f"omega: reanalyze worker {index} is back (pid {result})", file=self.out,
                   flush=True)
         else:
-            written = agent.write_search_targets(batch.env, batch.time, *result)
+            written, skipped = self.hooks.write(agent, batch, result)
             self.written += written
-            self.skipped += len(batch.env) - written
+            self.skipped += skipped
         self.idle.add(index)
         self.fill(agent, params_ref)
 
@@ -417,14 +421,14 @@ def train_distributed(exp_dir: str | Path, device: str | None = None,
     ray = import_ray()
     exp_dir = Path(exp_dir)
     cfg = load_experiment(exp_dir)
-    if cfg.agent_type not in SUPPORTED_AGENTS:
-        raise OmegaError(f"--backend ray runs agent_type {', '.join(SUPPORTED_AGENTS)}, not "
-                         f"{cfg.agent_type}; use --backend local")
+    spec = agent_spec(cfg.agent_type)
     n_actors = int(num_actors or cfg.distributed.num_actors)
     if n_actors < 1:
         raise OmegaError(f"--num-actors must be >= 1, got {n_actors}")
-    rounds = cfg.agent_type in ROUND_AGENTS
-    n_reanalyze = cfg.distributed.num_reanalyze_workers if rounds else 0
+    # An agent whose replay keeps each env's steps as one stream learns from rounds of one
+    # rollout per actor, concatenated along the env axis (``_learn_in_rounds``).
+    rounds = spec.keeps_replay
+    n_reanalyze = cfg.distributed.num_reanalyze_workers if spec.reanalyze is not None else 0
     max_lag = cfg.distributed.max_policy_lag
     dev = resolve_device(device)
     if address is not None and not ray.is_initialized():
@@ -453,7 +457,7 @@ def train_distributed(exp_dir: str | Path, device: str | None = None,
             fleet.start_all(learner.loop.env_steps)
             if pool is not None:
                 pool.start_all()
-                run.agent.reanalyze_in_learn = False  # the workers reanalyze instead
+                spec.reanalyze.stop_in_learn(run.agent)  # the workers reanalyze instead
             recorder = RunRecorder(run, use_wandb, out)
             body = _learn_in_rounds if rounds else _learn_as_they_come
             body(ray, run, fleet, pool, recorder, learner, on_update)
@@ -523,6 +527,15 @@ def _learn_as_they_come(ray: Any, run: Any, fleet: _Fleet, pool: None, recorder:
             on_update(loop.updates, list(fleet.handles))
 
 
+def _end_streams(run: Any, replaced: set[int], n_envs: int) -> None:
+    """Ends the replay streams of the ``replaced`` actors' envs (their envs continue no
+    stream of the replay) and empties the set."""
+    end_streams = agent_spec(run.cfg.agent_type).end_streams
+    for i in sorted(replaced):
+        end_streams(run.agent, np.arange(i * n_envs, (i + 1) * n_envs))
+    replaced.clear()
+
+
 def _learn_in_rounds(ray: Any, run: Any, fleet: _Fleet, pool: _ReanalyzePool | None,
                      recorder: RunRecorder, learner: _Learner,
                      on_update: Callable | None) -> None:
@@ -543,8 +556,7 @@ def _learn_in_rounds(ray: Any, run: Any, fleet: _Fleet, pool: _ReanalyzePool | N
     worker_restarts = 0
     params_ref = ray.put(jax.device_get(agent.params(learner.state)))
     round_ref, round_version = params_ref, learner.loop.updates  # what this round acts with
-    for i in range(n_actors):
-        fleet.submit(i, round_ref, round_version)
+    fleet.submit_all(round_ref, round_version)
     gathered: dict[int, Rollout] = {}
     replaced: set[int] = set()  # actors whose envs are new since the last round learned
     while learner.loop.env_steps < run.total and recorder.stop_signal is None:
@@ -578,12 +590,8 @@ def _learn_in_rounds(ray: Any, run: Any, fleet: _Fleet, pool: _ReanalyzePool | N
         episodes = [e for r in rollouts for e in r.episodes]
         if overlap:
             round_ref, round_version = params_ref, loop.updates
-            for i in range(n_actors):
-                fleet.submit(i, round_ref, round_version)
-        # A replacement's envs continue no stream of the replay: end those streams first.
-        for i in sorted(replaced):
-            agent.replay.end_streams(np.arange(i * n_envs, (i + 1) * n_envs))
-        replaced.clear()
+            fleet.submit_all(round_ref, round_version)
+        _end_streams(run, replaced, n_envs)
         ok, lag = admit(lag, loop.updates, rollouts[0].version, max_lag)
         assert ok, "a round is never older than max_policy_lag"
         window_lag = admit(window_lag, loop.updates, rollouts[0].version, max_lag)[1]
@@ -595,8 +603,7 @@ def _learn_in_rounds(ray: Any, run: Any, fleet: _Fleet, pool: _ReanalyzePool | N
         params_ref = ray.put(jax.device_get(agent.params(learner.state)))
         if not overlap:
             round_ref, round_version = params_ref, loop.updates
-            for i in range(n_actors):
-                fleet.submit(i, round_ref, round_version)
+            fleet.submit_all(round_ref, round_version)
         columns = {"worker_restarts": worker_restarts, "actor_restarts": fleet.restarts,
                    "dropped_stale": lag.dropped, "policy_lag": window_lag.mean_lag}
         if pool is not None:

@@ -31,6 +31,7 @@ import numpy as np
 
 from omega.agents import build_agent
 from omega.agents.parallel import DataParallel
+from omega.agents.registry import agent_spec
 from omega.config import ExperimentConfig, config_hash, config_to_dict
 from omega.envs import EnvFactory, options_error
 from omega.envs.vector import EpisodeStats, VectorEnv
@@ -223,7 +224,10 @@ def _restore_replay(agent: Any, cfg: ExperimentConfig, ckpt_dir: Path, env_steps
                     chash: str, streams: int, out) -> None:
     """Loads the replay saved with the checkpoint at ``env_steps`` into ``agent``, or says
     why the run starts with an empty one."""
-    warmup = f"no train steps until it holds muzero.warmup_steps ({cfg.muzero.warmup_steps:,})"
+    section = agent_spec(cfg.agent_type).section
+    steps = getattr(getattr(cfg, section, None), "warmup_steps", None) if section else None
+    warmup = ("training starts at once" if steps is None else
+              f"no train steps until it holds {section}.warmup_steps ({steps:,})")
     path = replay_path(ckpt_dir, env_steps)
     if not cfg.train.checkpoint_replay or not path.is_file():
         why = ("train.checkpoint_replay is false" if not cfg.train.checkpoint_replay
@@ -330,11 +334,11 @@ class RunRecorder:
         newest = latest_checkpoint(self.run.exp_dir / CHECKPOINT_DIR)
         kept = (f"{newest.name} is the newest checkpoint, from before it" if newest is not None
                 else "no checkpoint was written before it")
-        agent = self.run.cfg.agent_type
+        section = agent_spec(self.run.cfg.agent_type).section or self.run.cfg.agent_type
         raise DivergedError(
             f"training diverged at {loop.env_steps:,} env steps (update {loop.updates:,}): "
             f"{', '.join(bad)}; stopped without saving, {kept}; check the reward scale "
-            f"(env.reward_shaping) or lower {agent}.learning_rate (in a new experiment)")
+            f"(env.reward_shaping) or lower {section}.learning_rate (in a new experiment)")
 
     def checkpoint(self, state: Any, loop: LoopState, rng: jax.Array) -> None:
         """Writes the checkpoint, and first the agent's replay when it has one (so every

@@ -74,7 +74,7 @@ import numpy as np
 import optax
 
 from omega.agents.base import ActOutput, Carry, Observation, Params, Trajectory
-from omega.agents.muzero.config import MuZeroConfig
+from omega.agents.muzero.config import MuZeroConfig, check_encoder
 from omega.agents.muzero.networks import (
     MuZeroNetwork,
     logits_to_scalar,
@@ -534,9 +534,7 @@ class MuZeroAgent:
 
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
-        if (cfg.burn_in_steps or cfg.refresh_memory) and not encoder_cfg.recurrent:
-            raise ValueError("burn_in_steps > 0 and refresh_memory need a recurrent encoder "
-                             "(model.recurrent: true); turn them off")
+        check_encoder(cfg, encoder_cfg)
         self.cfg = cfg
         self.recurrent = bool(encoder_cfg.recurrent)
         self.encoder_cfg = encoder_cfg

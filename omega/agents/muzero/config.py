@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 
 def _range(lo: float | None = None, hi: float | None = None) -> dict[str, float | None]:
@@ -205,3 +205,20 @@ class MuZeroConfig:
         if self.replay_max_age is not None and self.warmup_steps > self.replay_max_age:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= replay_max_age "
                              f"({self.replay_max_age}), or training never starts")
+
+
+def check_encoder(cfg: MuZeroConfig, encoder: Any) -> None:
+    """Raises ``ValueError`` for MuZero settings the encoder config (``model:``) rules out:
+    the one place these are checked (the config loader and the agents call it)."""
+    if cfg.stochastic and encoder.recurrent:
+        raise ValueError("config key 'model.recurrent' must be false with muzero.stochastic: "
+                         "true (the chance model does not thread the encoder memory)")
+    if cfg.burn_in_steps and not encoder.recurrent:
+        raise ValueError("config key 'muzero.burn_in_steps' needs model.recurrent: true (there "
+                         "is no encoder memory to burn in); set it to 0")
+    if cfg.burn_in_gradient and not cfg.burn_in_steps:
+        raise ValueError("config key 'muzero.burn_in_gradient' needs muzero.burn_in_steps > 0 "
+                         "(the gradient runs through the burn-in); set burn_in_steps or drop it")
+    if cfg.refresh_memory and not encoder.recurrent:
+        raise ValueError("config key 'muzero.refresh_memory' needs model.recurrent: true "
+                         "(there is no encoder memory to refresh); set it to false")

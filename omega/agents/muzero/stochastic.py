@@ -207,13 +207,8 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
 
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
-        if cfg.search not in ("muzero", "regularized"):
-            raise ValueError(f"stochastic: true searches with mctx.stochastic_muzero_policy "
-                             f"(pUCT); set search to 'muzero' or 'regularized', not "
-                             f"{cfg.search!r}")
-        if encoder_cfg.recurrent:
-            raise ValueError("stochastic: true needs a non-recurrent encoder (model.recurrent: "
-                             "false): its model does not thread the encoder memory")
+        # MuZeroConfig refuses search: gumbel with stochastic, and the base class a recurrent
+        # encoder (omega.agents.muzero.config.check_encoder).
         super().__init__(cfg, encoder_cfg, num_actions, total_env_steps)
         self.network = StochasticMuZeroNetwork(
             encoder_cfg, self.num_actions, cfg.num_chance_outcomes, cfg.latent_dim,
