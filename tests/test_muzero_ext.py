@@ -541,7 +541,8 @@ def test_policy_gradient_steps_use_the_real_next_observations(stochastic):
     method = type(net).initial_inference
     _, logits0, value_logits0 = net.apply(state.params, batch.obs, method=method)
     # Position j's predictions are the network's on the j-th real successor.
-    logits, value_logits = multi._real_predictions(state.params, batch, steps - 1)
+    logits, value_logits = losses.real_predictions(multi.network, state.params, batch,
+                                                   steps - 1)
     assert logits.shape == (SMALL.batch_size, steps - 1, A)
     for j in range(steps - 1):
         obs_j = {k: v[:, j] for k, v in batch.next_obs.items()}
@@ -556,7 +557,8 @@ def test_policy_gradient_steps_use_the_real_next_observations(stochastic):
     np.testing.assert_allclose(np.asarray(advantage)[:, 1:][dead], 0.0)
     np.testing.assert_allclose(np.asarray(live)[:, 1:][dead], 0.0)
     # The logged mean |A| is over the live positions only, not diluted by the masked zeros.
-    _, metrics = multi._policy_gradient_term(state.params, batch, logits0, value_logits0)
+    _, metrics = losses.policy_gradient_term(multi.network, multi.cfg, state.params, batch,
+                                             logits0, value_logits0)
     live_abs = np.abs(np.asarray(advantage))[np.asarray(live) > 0]
     np.testing.assert_allclose(metrics["advantage"], live_abs.mean(), rtol=1e-5)
     single, _, _ = agent._policy_gradient(state.params, batch, logits0, value_logits0)
