@@ -2,16 +2,17 @@
 from a replay buffer.
 
 Acting is one jitted call for all envs: the representation encodes every observation, then
-``mctx.muzero_policy`` (pUCT, ``search: muzero``) or ``mctx.gumbel_muzero_policy``
-(``search: gumbel``) searches ``num_simulations`` steps with the dynamics and prediction
-functions; ``search: regularized`` runs the pUCT tree and then acts with, and learns towards,
-the regularized policy of Grill et al. (2020) (:func:`regularized_policy`). With pUCT, training actions are sampled from the visit counts with a temperature
-that follows ``temperature_schedule`` over the training budget (the temperature travels with
-the params the actor gets, :class:`ActorParams`), after root Dirichlet noise; with Gumbel,
-exploration is the Gumbel noise of sequential halving. Greedy acting (evaluation) adds no
-noise: the most visited action (pUCT) or the deterministic halving winner (Gumbel). ``act``
-hands the learner the search policy (``search_policy`` [N, A]: visit distribution or
-improved policy) and the search's root value (``root_value`` [N]).
+``mctx.muzero_policy`` (pUCT, ``search: muzero``) or ``mctx.gumbel_muzero_policy`` (``search:
+gumbel``) searches ``num_simulations`` steps with the dynamics and prediction functions;
+``search: regularized`` runs the pUCT tree and then acts with, and learns towards, the
+regularized policy of Grill et al. (2020)
+(:func:`~omega.agents.muzero.search.regularized_policy`). With pUCT, training actions are
+sampled from the visit counts with a temperature that follows ``temperature_schedule`` over the
+training budget (the temperature travels with the params the actor gets, :class:`ActorParams`),
+after root Dirichlet noise; with Gumbel, exploration is the Gumbel noise of sequential halving.
+Greedy acting (evaluation) adds no noise: the most visited action (pUCT) or the deterministic
+halving winner (Gumbel). ``act`` hands the learner the search policy (``search_policy`` [N, A]:
+visit distribution or improved policy) and the search's root value (``root_value`` [N]).
 
 Learning follows the :class:`~omega.agents.base.Agent` seam: ``learn(state, trajectory,
 rng)`` appends the trajectory to a host-side :class:`~omega.replay.ReplayBuffer` that the
@@ -29,14 +30,15 @@ the new priority ``|value target - predicted value|`` after each step (plus
 
 Options: with ``consistency_loss_weight`` > 0 a state-consistency loss (EfficientZero) also
 pulls each unrolled latent towards the representation of the real observation it stands for
-(:func:`consistency_loss`). With ``policy_gradient_weight`` > 0 the prior also follows the
-real returns of the actions taken (Muesli's policy-gradient term,
-:func:`policy_gradient_loss`), not only the search's improved policy. With ``reanalyze_fraction`` > 0, that fraction of each batch's
-sequences first gets fresh search policies and root values from a noise-free search with the
-current params, written back to the replay (reanalyze, Schrittwieser et al. 2021). On the Ray
-backend, reanalyze can instead run in separate Ray actors (``distributed.num_reanalyze_workers``)
-through the same pieces: :meth:`MuZeroAgent.sample_reanalyze_batch`,
-:meth:`MuZeroAgent.search_targets` and :meth:`MuZeroAgent.write_search_targets`.
+(:func:`~omega.agents.muzero.losses.consistency_loss`). With ``policy_gradient_weight`` > 0 the
+prior also follows the real returns of the actions taken (Muesli's policy-gradient term,
+:func:`~omega.agents.muzero.losses.policy_gradient_loss`), not only the search's improved
+policy. With ``reanalyze_fraction`` > 0, that fraction of each batch's sequences first gets
+fresh search policies and root values from a noise-free search with the current params, written
+back to the replay (reanalyze, Schrittwieser et al. 2021). On the Ray backend, reanalyze can
+instead run in separate Ray actors (``distributed.num_reanalyze_workers``) through the same
+pieces: :meth:`MuZeroAgent.sample_reanalyze_batch`, :meth:`MuZeroAgent.search_targets` and
+:meth:`MuZeroAgent.write_search_targets`.
 
 Memory: with a recurrent encoder (``model.recurrent: true``) the representation also reads
 and updates the encoder memory (the carry): ``act`` resets it where ``first`` is True,
