@@ -18,13 +18,19 @@ from flax import serialization
 
 from omega.agents import build_agent
 from omega.agents.base import Trajectory
-from omega.agents.muzero import MuZeroConfig, make_muzero_agent
-from omega.agents.muzero import agent as mz
-from omega.agents.muzero.networks import logits_to_scalar, scalar_to_two_hot, scale_gradient
+from omega.agents.muzero import MuZeroAgent, MuZeroConfig, losses, make_muzero_agent, optim
+from omega.agents.muzero import search as mcts
+from omega.agents.muzero.networks import (
+    MuZeroNetwork,
+    logits_to_scalar,
+    scalar_to_two_hot,
+    scale_gradient,
+)
 from omega.cli.main import main
 from omega.config import config_from_dict
 from omega.errors import ConfigError
 from omega.models.encoders import EncoderConfig
+from omega.replay import ReplayBatch
 
 TINY = EncoderConfig(kind="plain", map="crop", embed_dim=8, glyph_features=False,
                      cnn_channels=(), mlp_hidden=32, blstats_hidden=8, output_dim=32)
@@ -58,7 +64,7 @@ def test_scale_gradient():
 
 def test_temperature_schedule():
     schedule = ((0.0, 1.0), (0.5, 0.5), (0.75, 0.25))
-    temps = [float(mz.temperature_at(schedule, jnp.float32(p))) for p in (0, 0.49, 0.5, 0.8, 2)]
+    temps = [float(optim.temperature_at(schedule, jnp.float32(p))) for p in (0, 0.49, 0.5, 0.8, 2)]
     assert temps == [1.0, 1.0, 0.5, 0.25, 0.25]
 
 
@@ -69,18 +75,18 @@ def test_priority_adds_the_weighted_largest_reward_error():
     # Two starts, K = 2: predicted root values 0.5 and 0; predicted rewards (0, 0.2) and (0, 0).
     value_logits = logits([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])  # [B, K+1, 2S+1]
     reward_logits = logits([[0.0, 0.2], [0.0, 0.0]])  # [B, K, 2S+1]
-    batch = mz.ReplayBatch(
+    batch = ReplayBatch(
         obs={}, action=None, reward_target=jnp.array([[1.0, 0.0], [-1.0, 3.0]]),
         reward_mask=jnp.array([[1.0, 1.0], [1.0, 0.0]]), terminal_target=None,
         value_target=jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), value_mask=None,
         policy_target=None, policy_mask=None, weight=None, value_partial=None,
         bootstrap_discount=None, bootstrap_obs=None, index=None)
-    error, priority = mz.value_error_and_priority(value_logits, reward_logits, batch, 10, 0.0)
+    error, priority = losses.value_error_and_priority(value_logits, reward_logits, batch, 10, 0.0)
     np.testing.assert_allclose(error, [0.5, 0.0], atol=1e-2)
     np.testing.assert_allclose(priority, error)
     # Largest reward errors: row 0 max(1.0, 0.2) = 1.0; row 1 1.0 (the masked step's 3.0
     # would give a priority of 6 if it counted).
-    _, priority = mz.value_error_and_priority(value_logits, reward_logits, batch, 10, 2.0)
+    _, priority = losses.value_error_and_priority(value_logits, reward_logits, batch, 10, 2.0)
     np.testing.assert_allclose(priority, [0.5 + 2.0, 0.0 + 2.0], atol=2e-2)
 
 
@@ -109,7 +115,7 @@ def hand_recurrent_fn(params, rng, action, state):
 def test_search_finds_the_delayed_reward(greedy, search):
     roots = jnp.array([0, 3, 0, 3])
     root = mctx.RootFnOutput(prior_logits=jnp.zeros((4, 2)), value=jnp.zeros(4), embedding=roots)
-    search = jax.jit(lambda rng: mz.run_search(
+    search = jax.jit(lambda rng: mcts.run_search(
         {}, rng, root, hand_recurrent_fn, num_simulations=64, pb_c_init=1.25, pb_c_base=19652,
         dirichlet_alpha=0.3, dirichlet_fraction=0.25, temperature=0.0, greedy=greedy,
         search=search, max_considered_actions=2))
@@ -133,7 +139,7 @@ def test_evaluation_search_has_no_exploration_noise(search):
                              value=jnp.zeros(64), embedding=roots)
 
     def run(rng, explore):
-        return jax.jit(lambda key: mz.run_search(
+        return jax.jit(lambda key: mcts.run_search(
             {}, key, root, hand_recurrent_fn, num_simulations=64, pb_c_init=1.25,
             pb_c_base=19652, dirichlet_alpha=0.3, dirichlet_fraction=0.5, temperature=1.0,
             greedy=False, search=search, max_considered_actions=2, explore=explore))(rng)
@@ -171,7 +177,7 @@ def test_gumbel_value_rescaling(reward_scale):
                              embedding=jnp.array([0]))
 
     def policy(**qtransform):
-        out = mz.run_search({}, jax.random.PRNGKey(0), root, recurrent_fn, num_simulations=16,
+        out = mcts.run_search({}, jax.random.PRNGKey(0), root, recurrent_fn, num_simulations=16,
                             pb_c_init=1.25, pb_c_base=19652, dirichlet_alpha=0.3,
                             dirichlet_fraction=0.25, temperature=1.0, greedy=True,
                             search="gumbel", max_considered_actions=2, **qtransform)
@@ -203,7 +209,7 @@ def test_config_builds_the_agent():
     })
     assert cfg.muzero.temperature_schedule == ((0.0, 1.0), (0.5, 0.25))
     agent, rollout_length = build_agent(cfg, 8)
-    assert isinstance(agent, mz.MuZeroAgent) and rollout_length == 6
+    assert isinstance(agent, MuZeroAgent) and rollout_length == 6
     assert agent.num_actions == 8
 
 
@@ -328,7 +334,7 @@ def test_per_action_reward_head_reads_the_taken_actions_head():
 
     def rewards(p, action):
         return agent.network.apply(p, latent, jnp.full((3,), action),
-                                   method=mz.MuZeroNetwork.recurrent_inference)[1]
+                                   method=MuZeroNetwork.recurrent_inference)[1]
 
     for action in range(A):
         before, after = rewards(state.params, action), rewards(params, action)
@@ -346,13 +352,13 @@ def test_muzero_learns_contextual_bandit_with_per_action_reward_head():
 
 def test_broken_reward_loss_fails_the_bandit_test(monkeypatch):
     """A sign-flipped reward loss must not pass: proves the learning test can fail."""
-    orig = mz.unroll_losses
+    orig = losses.unroll_losses
 
     def flipped(*args, **kwargs):
-        losses = orig(*args, **kwargs)
-        return losses._replace(reward=-losses.reward)
+        out = orig(*args, **kwargs)
+        return out._replace(reward=-out.reward)
 
-    monkeypatch.setattr(mz, "unroll_losses", flipped)
+    monkeypatch.setattr(losses, "unroll_losses", flipped)
     agent = make_muzero_agent(BANDIT, TINY, A, total_env_steps=40 * T * N)
     _, accuracies, _ = train_bandit(agent, updates=25)
     assert max(accuracies[-5:]) <= 0.6, accuracies

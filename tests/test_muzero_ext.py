@@ -15,11 +15,12 @@ import pytest
 from test_muzero import hand_recurrent_fn  # the deterministic hand-built model
 
 from omega.agents.base import Trajectory
-from omega.agents.muzero import MuZeroConfig, make_muzero_agent
-from omega.agents.muzero import agent as mz
+from omega.agents.muzero import MuZeroConfig, losses, make_muzero_agent, optim
+from omega.agents.muzero import search as mcts
 from omega.config import config_from_dict
 from omega.errors import ConfigError
 from omega.models.encoders import EncoderConfig
+from omega.replay import ReplayBatch
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -39,9 +40,9 @@ def test_regularized_policy_hand_solved():
     q = jnp.array([[1.0, 0.0]])
     prior = jnp.array([[0.5, 0.5]])
     # lambda_N = c sqrt(n) / (n + |A|) = 3 * 2 / 6 = 1 with 4 visits over 2 actions and c = 3.
-    lam = mz.regularization_strength(jnp.array([[3.0, 1.0]]), 3.0)
+    lam = mcts.regularization_strength(jnp.array([[3.0, 1.0]]), 3.0)
     np.testing.assert_allclose(lam, [1.0], rtol=1e-6)
-    pi = jax.jit(mz.regularized_policy)(q, prior, lam)
+    pi = jax.jit(mcts.regularized_policy)(q, prior, lam)
     s = 1 / np.sqrt(2)
     np.testing.assert_allclose(pi, [[s, 1 - s]], rtol=1e-5)
     # The same pi from its closed form with that alpha.
@@ -54,7 +55,7 @@ def test_regularized_policy_is_the_optimum():
     q = jnp.asarray(rng.normal(size=(n, a)), jnp.float32)
     prior = jax.nn.softmax(jnp.asarray(rng.normal(size=(n, a)) * 2, jnp.float32))
     lam = jnp.asarray(rng.uniform(0.05, 3.0, n), jnp.float32)
-    pi = jax.jit(mz.regularized_policy)(q, prior, lam)
+    pi = jax.jit(mcts.regularized_policy)(q, prior, lam)
     chex.assert_shape(pi, (n, a))
     assert np.all(np.asarray(pi) > 0)
     np.testing.assert_allclose(pi.sum(-1), 1.0, rtol=1e-5)
@@ -71,9 +72,9 @@ def test_regularized_policy_is_the_optimum():
         other = pi + step * d
         assert np.all(np.asarray(kl_objective(other, q, prior, lam)) <= np.asarray(best) + 1e-6)
     # The closed form's two limits: a huge lambda keeps the prior, a tiny one picks max q.
-    np.testing.assert_allclose(mz.regularized_policy(q, prior, jnp.full(n, 1e4)), prior,
+    np.testing.assert_allclose(mcts.regularized_policy(q, prior, jnp.full(n, 1e4)), prior,
                                atol=1e-3)
-    greedy = mz.regularized_policy(q, prior, jnp.full(n, 1e-4))
+    greedy = mcts.regularized_policy(q, prior, jnp.full(n, 1e-4))
     np.testing.assert_array_equal(jnp.argmax(greedy, -1), jnp.argmax(q, -1))
     assert float(greedy.max(-1).min()) > 0.99
 
@@ -81,7 +82,7 @@ def test_regularized_policy_is_the_optimum():
 def test_completed_qvalues():
     q = jnp.array([[2.0, 0.0, 4.0, 0.0]])
     visits = jnp.array([[1.0, 0.0, 3.0, 2.0]])
-    out = mz.completed_qvalues(q, visits, jnp.array([1.0]))
+    out = mcts.completed_qvalues(q, visits, jnp.array([1.0]))
     # Unvisited action 1 gets the root value 1; the range [0, 4] maps to [0, 1].
     np.testing.assert_allclose(out, [[0.5, 0.25, 1.0, 0.0]])
 
@@ -90,7 +91,7 @@ def hand_search(greedy, search="regularized", prior_logits=None):
     roots = jnp.array([0, 3, 0, 3])
     prior = jnp.zeros((4, 2)) if prior_logits is None else prior_logits
     root = mctx.RootFnOutput(prior_logits=prior, value=jnp.zeros(4), embedding=roots)
-    return jax.jit(lambda rng: mz.run_search(
+    return jax.jit(lambda rng: mcts.run_search(
         {}, rng, root, hand_recurrent_fn, num_simulations=32, pb_c_init=1.25, pb_c_base=19652,
         dirichlet_alpha=0.3, dirichlet_fraction=0.25, temperature=1.0, greedy=greedy,
         search=search))
@@ -198,12 +199,12 @@ def test_consistency_loss_stops_the_target_gradient():
     online = jnp.asarray(rng.normal(size=(3, 2, 5)), jnp.float32)
     target = jnp.asarray(rng.normal(size=(3, 2, 5)), jnp.float32)
     mask = jnp.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
-    loss = mz.consistency_loss(online, target, mask)
+    loss = losses.consistency_loss(online, target, mask)
     chex.assert_shape(loss, (3,))
-    np.testing.assert_allclose(mz.consistency_loss(online, online, mask), [-1.0, -0.5, 0.0],
+    np.testing.assert_allclose(losses.consistency_loss(online, online, mask), [-1.0, -0.5, 0.0],
                                rtol=1e-6)
-    g_target = jax.grad(lambda x: mz.consistency_loss(online, x, mask).sum())(target)
-    g_online = jax.grad(lambda x: mz.consistency_loss(x, target, mask).sum())(online)
+    g_target = jax.grad(lambda x: losses.consistency_loss(online, x, mask).sum())(target)
+    g_online = jax.grad(lambda x: losses.consistency_loss(x, target, mask).sum())(online)
     np.testing.assert_array_equal(g_target, 0.0)
     assert float(jnp.abs(g_online[0]).sum()) > 0
     np.testing.assert_array_equal(g_online[2], 0.0)  # masked: no gradient either
@@ -367,7 +368,7 @@ def test_policy_entropy_on_known_logits():
                         jnp.array([[0.0, 0.0, -1e9, -1e9]] * 3)])  # two actions: log 2
     mask = jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     step_weight = jnp.array([1.0, 0.5, 0.5])
-    np.testing.assert_allclose(mz.policy_entropy(logits, mask, step_weight),
+    np.testing.assert_allclose(losses.policy_entropy(logits, mask, step_weight),
                                [2 * np.log(4), 1.5 * np.log(2)], rtol=1e-6)
 
 
@@ -436,7 +437,7 @@ def _pg_batch(action, mu_taken, value_target, reward_mask, a=4):
         policy_target[i, 0] = (1.0 - mu) / (a - 1)
         policy_target[i, 0, act] = mu
     zeros = np.zeros((b, 1), np.float32)
-    return mz.ReplayBatch(
+    return ReplayBatch(
         obs={}, action=np.asarray(action, np.int32)[:, None], reward_target=zeros,
         reward_mask=np.asarray(reward_mask, np.float32)[:, None], terminal_target=zeros,
         value_target=np.stack([value_target, value_target], -1).astype(np.float32),
@@ -452,7 +453,7 @@ def test_policy_gradient_loss_on_known_inputs():
     value_logits = jnp.zeros((4, 2 * support + 1))  # uniform over a symmetric support: v = 0
     batch = _pg_batch(action=[3, 0, 2, 1], mu_taken=[0.2, 0.5, 0.3, 0.2],
                       value_target=np.array([0.5, 0.5, -0.25, 0.8]), reward_mask=[1, 1, 1, 0])
-    loss, advantage = mz.policy_gradient_loss(logits, value_logits, batch, support,
+    loss, advantage = losses.policy_gradient_loss(logits, value_logits, batch, support,
                                               normalize=False)
     # rho = min(1, pi / mu): 0.4 / 0.2 -> 1 (truncated), 0.1 / 0.5 = 0.2, 0.3 / 0.3 = 1; the
     # last start has no stored successor (reward_mask 0): no advantage, no loss.
@@ -464,7 +465,7 @@ def test_policy_gradient_loss_on_known_inputs():
     # The gradient raises the taken action's logit where the return beat the value and
     # lowers it where it fell short; the advantage and rho pass no gradient.
     def total(lg):
-        return mz.policy_gradient_loss(lg, value_logits, batch, support, normalize=False)[0].sum()
+        return losses.policy_gradient_loss(lg, value_logits, batch, support, normalize=False)[0].sum()
 
     grad = np.asarray(jax.grad(total)(logits))
     assert grad[0, 3] < 0 and grad[1, 0] < 0  # descent raises these logits
@@ -472,17 +473,17 @@ def test_policy_gradient_loss_on_known_inputs():
     np.testing.assert_allclose(grad[3], 0.0)
     pi = np.array([0.1, 0.2, 0.3, 0.4])
     np.testing.assert_allclose(grad[0], -0.5 * (np.eye(4)[3] - pi), rtol=1e-3, atol=1e-6)
-    value_grad = jax.grad(lambda v: mz.policy_gradient_loss(logits, v, batch, support)[0].sum())
+    value_grad = jax.grad(lambda v: losses.policy_gradient_loss(logits, v, batch, support)[0].sum())
     np.testing.assert_allclose(value_grad(value_logits), 0.0)
 
     # Normalised: the same loss divided by the advantages' std over the unmasked starts.
-    normalized, raw = mz.policy_gradient_loss(logits, value_logits, batch, support)
+    normalized, raw = losses.policy_gradient_loss(logits, value_logits, batch, support)
     np.testing.assert_allclose(raw, advantage)
     std = np.std([0.5, 0.5, -0.25])
     np.testing.assert_allclose(normalized, np.asarray(expected) / std, rtol=1e-3, atol=1e-6)
     # Scaling every return and value (here: the targets; the value is 0) leaves it unchanged.
     scaled = batch._replace(value_target=batch.value_target * 4.0)
-    np.testing.assert_allclose(mz.policy_gradient_loss(logits, value_logits, scaled, support)[0],
+    np.testing.assert_allclose(losses.policy_gradient_loss(logits, value_logits, scaled, support)[0],
                                normalized, rtol=1e-3, atol=1e-6)
 
 
@@ -496,7 +497,7 @@ def test_policy_gradient_loss_over_positions_averages_the_live_ones():
     value_target = np.array([[0.5, -0.5], [1.0, 0.25], [0.4, 0.9]], np.float32)
     policy_target = np.full((b, p + 1, 4), 0.25, np.float32)  # mu = 0.25 for every action
     zeros = np.zeros((b, p), np.float32)
-    batch = mz.ReplayBatch(
+    batch = ReplayBatch(
         obs={}, action=action, reward_target=zeros, reward_mask=np.ones((b, p), np.float32),
         terminal_target=zeros,
         value_target=np.concatenate([value_target, np.zeros((b, 1), np.float32)], 1),
@@ -506,18 +507,18 @@ def test_policy_gradient_loss_over_positions_averages_the_live_ones():
         bootstrap_discount=np.zeros((b, p + 1), np.float32), bootstrap_obs={}, index=())
     # The third sequence's second observation is not its start's successor (an episode end).
     position_mask = jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
-    loss, advantage = mz.policy_gradient_loss(logits, value_logits, batch, support,
+    loss, advantage = losses.policy_gradient_loss(logits, value_logits, batch, support,
                                               normalize=False, position_mask=position_mask)
     np.testing.assert_allclose(advantage, [[0.5, -0.5], [1.0, 0.25], [0.4, 0.0]], atol=1e-4)
     rho = np.minimum(1.0, pi / 0.25)
     term = -rho[action] * np.asarray(advantage) * np.log(pi[action])  # [B, P]
     np.testing.assert_allclose(loss, term.sum(1) / p, rtol=1e-3)
     # The first position alone is the start-only term, whatever follows it.
-    start_only, _ = mz.policy_gradient_loss(logits[:, 0], value_logits[:, 0], batch, support,
+    start_only, _ = losses.policy_gradient_loss(logits[:, 0], value_logits[:, 0], batch, support,
                                             normalize=False)
     np.testing.assert_allclose(start_only, term[:, 0], rtol=1e-3)
     # Normalised over the five live positions, not the masked one.
-    normalized, _ = mz.policy_gradient_loss(logits, value_logits, batch, support,
+    normalized, _ = losses.policy_gradient_loss(logits, value_logits, batch, support,
                                             position_mask=position_mask)
     live = np.asarray(advantage)[np.asarray(position_mask) > 0]
     np.testing.assert_allclose(normalized, term.sum(1) / p / live.std(), rtol=1e-3)
@@ -540,7 +541,8 @@ def test_policy_gradient_steps_use_the_real_next_observations(stochastic):
     method = type(net).initial_inference
     _, logits0, value_logits0 = net.apply(state.params, batch.obs, method=method)
     # Position j's predictions are the network's on the j-th real successor.
-    logits, value_logits = multi._real_predictions(state.params, batch, steps - 1)
+    logits, value_logits = losses.real_predictions(multi.network, state.params, batch,
+                                                   steps - 1)
     assert logits.shape == (SMALL.batch_size, steps - 1, A)
     for j in range(steps - 1):
         obs_j = {k: v[:, j] for k, v in batch.next_obs.items()}
@@ -555,7 +557,8 @@ def test_policy_gradient_steps_use_the_real_next_observations(stochastic):
     np.testing.assert_allclose(np.asarray(advantage)[:, 1:][dead], 0.0)
     np.testing.assert_allclose(np.asarray(live)[:, 1:][dead], 0.0)
     # The logged mean |A| is over the live positions only, not diluted by the masked zeros.
-    _, metrics = multi._policy_gradient_term(state.params, batch, logits0, value_logits0)
+    _, metrics = losses.policy_gradient_term(multi.network, multi.cfg, state.params, batch,
+                                             logits0, value_logits0)
     live_abs = np.abs(np.asarray(advantage))[np.asarray(live) > 0]
     np.testing.assert_allclose(metrics["advantage"], live_abs.mean(), rtol=1e-5)
     single, _, _ = agent._policy_gradient(state.params, batch, logits0, value_logits0)
@@ -599,7 +602,7 @@ def test_policy_gradient_weight_enters_the_loss(stochastic):
 
 def test_params_ema_on_known_updates():
     params = {"w": jnp.array([1.0, 2.0])}
-    transform = mz.params_ema(0.5)
+    transform = optim.params_ema(0.5)
     state = transform.init(params)
     np.testing.assert_allclose(state.ema["w"], [1.0, 2.0])  # starts at the initial params
     updates = {"w": jnp.array([2.0, -2.0])}

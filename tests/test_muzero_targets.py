@@ -15,7 +15,9 @@ import pytest
 from test_muzero_ext import SMALL, filled_agent, walk_trajectory
 from test_muzero_ext import N as N_ENVS
 
-from omega.agents.muzero import agent as mz
+from omega.agents.muzero import losses, optim
+from omega.agents.muzero import search as mcts
+from omega.agents.muzero.networks import logits_to_scalar
 from omega.training.checkpoint import LoopState, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -40,7 +42,7 @@ def gumbel_target(rewards, floor, stats="root", value_scale=0.1, prior=None):
     prior = jnp.zeros((n, A)) if prior is None else prior
     root = mctx.RootFnOutput(prior_logits=prior, value=jnp.zeros(n),
                              embedding=jnp.zeros(n, jnp.int32))
-    out = mz.run_search({}, jax.random.PRNGKey(0), root, bandit_recurrent_fn(rewards),
+    out = mcts.run_search({}, jax.random.PRNGKey(0), root, bandit_recurrent_fn(rewards),
                         num_simulations=16, pb_c_init=1.25, pb_c_base=19652.0,
                         dirichlet_alpha=0.3, dirichlet_fraction=0.25, temperature=1.0,
                         greedy=True, search="gumbel", max_considered_actions=A,
@@ -91,7 +93,7 @@ def test_root_normalisation_matches_mctx():
     tree = random_tree()
     node = jnp.zeros((), jnp.int32)
     for value_scale, rescale in [(0.1, True), (0.025, True), (1.0, False)]:
-        ours = jax.vmap(functools.partial(mz.qtransform_normalized, node_index=node,
+        ours = jax.vmap(functools.partial(mcts.qtransform_normalized, node_index=node,
                                           value_scale=value_scale, floor=1e-8,
                                           rescale=rescale))(tree)
         theirs = jax.vmap(functools.partial(mctx.qtransform_completed_by_mix_value,
@@ -106,16 +108,16 @@ def test_tree_statistics_normalise_by_everything_the_search_saw():
     node = jnp.zeros((), jnp.int32)
     edge_q = t.children_rewards + t.children_discounts * t.children_values
     seen = np.concatenate([edge_q[t.children_visits > 0], t.node_values[t.node_visits > 0]])
-    completed = np.asarray(mz.mixed_completed_qvalues(jax.tree_util.tree_map(jnp.asarray, t),
+    completed = np.asarray(mcts.mixed_completed_qvalues(jax.tree_util.tree_map(jnp.asarray, t),
                                                       node))
     lo, hi = min(seen.min(), completed.min()), max(seen.max(), completed.max())
     assert hi - lo > completed.max() - completed.min()  # the tree saw more than the root
     expected = (50 + t.children_visits[0].max()) * 0.1 * (completed - lo) / (hi - lo)
-    ours = mz.qtransform_normalized(jax.tree_util.tree_map(jnp.asarray, t), node,
+    ours = mcts.qtransform_normalized(jax.tree_util.tree_map(jnp.asarray, t), node,
                                     value_scale=0.1, floor=0.01, stats="tree")
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
     # So the root's own spread pushes less than with the root's statistics.
-    root_stats = mz.qtransform_normalized(jax.tree_util.tree_map(jnp.asarray, t), node,
+    root_stats = mcts.qtransform_normalized(jax.tree_util.tree_map(jnp.asarray, t), node,
                                           value_scale=0.1, floor=0.01, stats="root")
     assert float(np.ptp(ours)) < float(np.ptp(root_stats))
 
@@ -123,9 +125,9 @@ def test_tree_statistics_normalise_by_everything_the_search_saw():
 def test_effective_rank():
     rng = np.random.default_rng(0)
     line = np.outer(rng.normal(size=64), rng.normal(size=8))
-    np.testing.assert_allclose(mz.effective_rank(jnp.asarray(line, jnp.float32)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(losses.effective_rank(jnp.asarray(line, jnp.float32)), 1.0, atol=1e-3)
     q, _ = np.linalg.qr(rng.normal(size=(64, 8)))  # 8 orthonormal columns: equal singular values
-    spread = mz.effective_rank(jnp.asarray(q, jnp.float32))
+    spread = losses.effective_rank(jnp.asarray(q, jnp.float32))
     assert 7.0 < float(spread) <= 8.0
 
 
@@ -156,7 +158,7 @@ def test_target_network_refreshes_every_n_updates_and_is_checkpointed(tmp_path):
     # Off (the default), the optimiser state is what it was before target networks existed,
     # so older checkpoints load.
     plain, plain_state = filled_agent(SMALL)
-    assert mz.find_state(plain_state.opt_state, mz.TargetParamsState) is None
+    assert optim.find_state(plain_state.opt_state, optim.TargetParamsState) is None
     assert len(plain_state.opt_state) == 2  # clip, adam
     with pytest.raises(TypeError, match="target network"):
         plain.target_network(plain_state.opt_state)
@@ -243,13 +245,13 @@ def test_policy_gradient_weights_by_the_acting_policy_not_the_reanalyzed_one():
     # reanalyzed target as mu, an action other than 0 would get mu = 0 and rho = 1.
     logits = jnp.zeros((N_ENVS, A)) - 0.5 * jnp.arange(A)  # a prior that is not uniform
     value_logits = jnp.zeros((N_ENVS, 2 * SMALL.support_size + 1))
-    loss, _ = mz.policy_gradient_loss(logits, value_logits, batch, SMALL.support_size,
+    loss, _ = losses.policy_gradient_loss(logits, value_logits, batch, SMALL.support_size,
                                       normalize=False)
     pi = np.asarray(jax.nn.softmax(logits))
     taken = np.asarray(batch.action[:, 0])
     mu = acted[np.arange(N_ENVS), taken]
     rho = np.minimum(1.0, pi[np.arange(N_ENVS), taken] / np.maximum(mu, 1e-6))
-    value = np.asarray(mz.logits_to_scalar(value_logits, SMALL.support_size))
+    value = np.asarray(logits_to_scalar(value_logits, SMALL.support_size))
     mask = batch.reward_mask[:, 0] * batch.policy_mask[:, 0]
     advantage = (batch.value_target[:, 0] - value) * mask
     expected = -rho * advantage * np.log(pi[np.arange(N_ENVS), taken])

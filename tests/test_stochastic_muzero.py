@@ -16,6 +16,7 @@ from omega.agents.base import Trajectory
 from omega.agents.muzero import MuZeroConfig, make_muzero_agent
 from omega.agents.muzero import stochastic as smz
 from omega.agents.muzero.networks import logits_to_scalar
+from omega.agents.muzero.search import run_stochastic_search
 from omega.cli.main import main
 from omega.config import config_from_dict
 from omega.errors import ConfigError
@@ -71,7 +72,7 @@ def test_stochastic_search_weighs_outcomes_by_their_chance(p1, best, search):
     decision_fn, chance_fn = hand_model(p1)
     root = mctx.RootFnOutput(prior_logits=jnp.zeros((3, 2)), value=jnp.zeros(3),
                              embedding=jnp.zeros(3))
-    run = jax.jit(lambda rng: smz.run_stochastic_search(
+    run = jax.jit(lambda rng: run_stochastic_search(
         {}, rng, root, decision_fn, chance_fn, num_simulations=64, pb_c_init=1.25,
         pb_c_base=19652, dirichlet_alpha=0.3, dirichlet_fraction=0.25, temperature=1.0,
         greedy=True, search=search))

@@ -17,7 +17,11 @@ Search is ``mctx.stochastic_muzero_policy`` (pUCT over decision nodes; chance no
 expanded by sampling the predicted outcome distribution). With ``search: regularized`` the
 action and the policy target come from the regularized policy over the root's Q-values
 instead of the visit counts. Everything else (replay, n-step targets, fresh bootstrapping,
-prioritised sampling, the train loop) is the MuZero agent's.
+prioritised sampling, the train loop) is the MuZero agent's: the search, the shared loss
+pieces and the train step come from :mod:`~omega.agents.muzero.search`,
+:mod:`~omega.agents.muzero.losses` and :mod:`~omega.agents.muzero.optim`, which the MuZero
+agent uses too, and the agent here overrides only what chance nodes change (the network, the
+search callbacks, the loss).
 
 Shapes: ``B`` batch, ``K`` unroll steps, ``D`` latent size, ``A`` actions, ``C`` chance
 outcomes, ``2S + 1`` support bins.
@@ -26,15 +30,16 @@ outcomes, ``2S + 1`` support bins.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import mctx
 
-from omega.agents.base import ActOutput, Observation, Params
-from omega.agents.muzero import agent as mz
+from omega.agents.base import Carry, Observation, Params
+from omega.agents.muzero import batches, losses
+from omega.agents.muzero.agent import MuZeroAgent
 from omega.agents.muzero.config import MuZeroConfig
 from omega.agents.muzero.networks import (
     Prediction,
@@ -45,6 +50,8 @@ from omega.agents.muzero.networks import (
     scalar_to_two_hot,
     scale_gradient,
 )
+from omega.agents.muzero.optim import ActorParams
+from omega.agents.muzero.search import SearchOutput, make_root, run_stochastic_search
 from omega.models.encoders import EncoderConfig, make_encoder
 from omega.replay import ReplayBatch
 
@@ -115,9 +122,12 @@ class StochasticMuZeroNetwork(nn.Module):
         self.chance_encoder_norm = nn.LayerNorm()
         self.chance_encoder_head = nn.Dense(self.num_chance_outcomes)
 
-    def initial_inference(self, obs: Mapping[str, jax.Array]
-                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """obs -> (latent [B, D], policy logits [B, A], value logits [B, 2S+1])."""
+    def initial_inference(self, obs: Mapping[str, jax.Array], first: None = None,
+                          memory: None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """obs -> (latent [B, D], policy logits [B, A], value logits [B, 2S+1]). ``first``
+        and ``memory`` are always None (no encoder memory); they are there so that code
+        shared with :class:`~omega.agents.muzero.networks.MuZeroNetwork` calls both alike."""
+        del first, memory
         latent, _ = self.representation(obs)  # never recurrent (refused in __init__)
         logits, value_logits = self.prediction(latent)
         return latent, logits, value_logits
@@ -156,74 +166,161 @@ class StochasticMuZeroNetwork(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Search
+# Loss
 
 
-def run_stochastic_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
-                          decision_fn: Any, chance_fn: Any, *, num_simulations: int,
-                          pb_c_init: float, pb_c_base: float, dirichlet_alpha: float,
-                          dirichlet_fraction: float, temperature: jax.Array | float,
-                          greedy: bool, search: str = "muzero",
-                          explore: jax.Array | float = 1.0) -> mz.SearchOutput:
-    """One batched stochastic search. ``search="muzero"``: the visit distribution is the
-    policy target and training actions are sampled from it with ``temperature``; greedy: no
-    root noise and the most visited action (ties to the better Q). ``search="regularized"``:
-    the regularized policy over the root's completed Q-values is target and action
-    distribution (argmax when greedy). ``explore`` scales the root Dirichlet noise (0 when
-    evaluating the sampled policy)."""
-    rng, act_rng = jax.random.split(rng)
-    out = mctx.stochastic_muzero_policy(
-        params, rng, root, decision_fn, chance_fn, num_simulations,
-        dirichlet_fraction=0.0 if greedy else dirichlet_fraction * explore,
-        dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
-        temperature=temperature)
-    summary = out.search_tree.summary()  # decision children of the root: [N, A]
-    if search == "regularized":
-        q = mz.completed_qvalues(summary.qvalues, summary.visit_counts, summary.value)
-        lam = mz.regularization_strength(summary.visit_counts, pb_c_init)
-        pi = mz.regularized_policy(q, jax.nn.softmax(root.prior_logits), lam)
-        action = (jnp.argmax(pi, axis=-1) if greedy
-                  else jax.random.categorical(act_rng, jnp.log(pi), axis=-1))
-        return mz.SearchOutput(action=action.astype(jnp.int32), search_policy=pi,
-                               root_value=summary.value)
-    if greedy:
-        visits = summary.visit_counts
-        most = visits == visits.max(axis=-1, keepdims=True)
-        action = jnp.argmax(jnp.where(most, summary.qvalues, -jnp.inf), axis=-1)
-    else:
-        action = out.action
-    return mz.SearchOutput(action=action.astype(jnp.int32), search_policy=out.action_weights,
-                           root_value=summary.value)
+class ChanceTerms(NamedTuple):
+    """Stochastic MuZero's own losses: per-sample [B] unless noted."""
+
+    afterstate_value: jax.Array
+    chance: jax.Array
+    commitment: jax.Array
+    usage_entropy: jax.Array  # [] the entropy of the batch's average code distribution
+    codes_used: jax.Array  # [] float, how many codes the encoder uses in this batch
+
+
+def chance_codes(network: StochasticMuZeroNetwork, params: Params, batch: ReplayBatch,
+                 k: int) -> tuple[jax.Array, jax.Array]:
+    """The chance encoder's output for the real observation after each unrolled step
+    ([B, K, C]) and its code, one-hot with the gradient straight through ([B, K, C])."""
+    b = batch.action.shape[0]
+    next_obs = {key: v.reshape((b * k,) + v.shape[2:])
+                for key, v in batch.next_obs.items()}  # [B*K, ...]
+    encoder_logits = network.apply(params, next_obs,
+                                   method=StochasticMuZeroNetwork.encode_chance)
+    encoder_logits = encoder_logits.reshape(b, k, -1)  # [B, K, C]
+    return encoder_logits, straight_through_one_hot(encoder_logits)
+
+
+def unroll_with_chance(network: StochasticMuZeroNetwork, cfg: MuZeroConfig, params: Params,
+                       latent: jax.Array, batch: ReplayBatch, code: jax.Array
+                       ) -> tuple[jax.Array, ...]:
+    """The model unrolled from ``latent`` [B, D] along the actions [B, K] and the encoded
+    outcomes ``code`` [B, K, C]: (chance logits, afterstate value logits, reward logits,
+    terminal logits, policy logits, value logits), each [K, B, ...]."""
+
+    def step(latent, inputs):
+        action, encoded, real = inputs
+        afterstate, chance_logits, q_logits = network.apply(
+            params, latent, action, method=StochasticMuZeroNetwork.afterstate_inference)
+        # Where the stored next observation is not this step's successor (an episode end),
+        # the model takes its own most likely outcome, as the search would.
+        predicted = jax.nn.one_hot(jnp.argmax(chance_logits, -1), cfg.num_chance_outcomes)
+        code = jnp.where(real[:, None] > 0, encoded, jax.lax.stop_gradient(predicted))
+        next_latent, reward_logits, terminal_logit, logits, value_logits = network.apply(
+            params, afterstate, code, method=StochasticMuZeroNetwork.chance_inference)
+        # Halved like MuZero's dynamics gradient (losses.unroll).
+        return scale_gradient(next_latent, 0.5), (chance_logits, q_logits, reward_logits,
+                                                  terminal_logit, logits, value_logits)
+
+    _, out = jax.lax.scan(step, latent, (jnp.swapaxes(batch.action, 0, 1),
+                                         jnp.swapaxes(code, 0, 1),
+                                         jnp.swapaxes(batch.next_obs_mask, 0, 1)))
+    return out
+
+
+def chance_terms(cfg: MuZeroConfig, batch: ReplayBatch, q_logits: jax.Array,
+                 chance_logits: jax.Array, encoder_logits: jax.Array,
+                 code: jax.Array) -> ChanceTerms:
+    """The afterstate value, chance and commitment losses (logits [K, B, ...] from
+    :func:`unroll_with_chance`, ``encoder_logits`` and ``code`` [B, K, C]) and the codebook
+    usage; ``batch`` holds the value targets the train step uses."""
+    k = cfg.unroll_steps
+    has_next = batch.next_obs_mask  # [B, K]
+    # The afterstate value after a_k has the same expectation as the state value z_k
+    # (whose n-step return starts with the reward of step k).
+    q_target = scalar_to_two_hot(batch.value_target[:, :k], cfg.support_size)
+    q_loss = losses.cross_entropy(q_target, q_logits.swapaxes(0, 1)) * \
+        batch.reward_mask * batch.value_mask[:, :k]  # [B, K]
+    chance_loss = losses.cross_entropy(jax.lax.stop_gradient(code),
+                                       chance_logits.swapaxes(0, 1)) * has_next  # [B, K]
+    # Commitment: the encoder's output stays close to the code it chose.
+    commitment = jnp.sum(jnp.square(encoder_logits - jax.lax.stop_gradient(code)),
+                         -1) * has_next
+
+    # Codebook usage: the entropy of the batch's average code distribution. Without it
+    # the codes collapse onto one (a deterministic model) before the losses downstream
+    # can tell outcomes apart. The sharp softmax makes the average follow the argmax codes
+    # (a plain softmax of outputs near one-hot codes is near uniform whatever they are).
+    probs = jax.nn.softmax(encoder_logits / CODE_USAGE_TEMPERATURE, -1)  # [B, K, C]
+    usage = jnp.sum(probs * has_next[..., None], (0, 1)) / jnp.maximum(has_next.sum(), 1.0)
+    # How many codes the encoder uses in this batch: 1 means a deterministic model.
+    used = jnp.any(jax.nn.one_hot(jnp.argmax(encoder_logits, -1), cfg.num_chance_outcomes)
+                   * has_next[..., None] > 0, axis=(0, 1))
+    return ChanceTerms(afterstate_value=q_loss.sum(-1) / k, chance=chance_loss.sum(-1) / k,
+                       commitment=commitment.sum(-1) / k,
+                       usage_entropy=-jnp.sum(usage * jnp.log(usage + 1e-8)),
+                       codes_used=jnp.sum(used).astype(jnp.float32))
+
+
+def stochastic_loss(network: StochasticMuZeroNetwork, cfg: MuZeroConfig, params: Params,
+                    batch: ReplayBatch, boot_params: Params
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The batch's loss and the logged metrics (plus ``priority`` [B]): MuZero's unroll
+    losses (:func:`losses.score_unroll`) with the chance outcomes the encoder saw, plus
+    :func:`chance_terms`; ``boot_params`` value the bootstrap observations."""
+    latent, logits0, value_logits0 = network.apply(
+        params, batch.obs, method=StochasticMuZeroNetwork.initial_inference)
+    encoder_logits, code = chance_codes(network, params, batch, cfg.unroll_steps)
+    chance_logits, q_logits, reward_logits, terminal_logits, logits, value_logits = (
+        unroll_with_chance(network, cfg, params, latent, batch, code))  # each [K, B, ...]
+    batch, unrolled, error, priority = losses.score_unroll(
+        network, cfg, boot_params, batch, (logits0, value_logits0),
+        (logits, value_logits, reward_logits, terminal_logits))
+    chance = chance_terms(cfg, batch, q_logits, chance_logits, encoder_logits, code)
+    per_sample = (cfg.policy_loss_weight * unrolled.policy
+                  + cfg.value_loss_weight * unrolled.value
+                  + cfg.reward_loss_weight * unrolled.reward
+                  + cfg.terminal_loss_weight * unrolled.terminal
+                  + cfg.afterstate_value_loss_weight * chance.afterstate_value
+                  + cfg.chance_loss_weight * chance.chance
+                  + cfg.commitment_loss_weight * chance.commitment
+                  - cfg.policy_entropy_weight * unrolled.entropy)
+    extra = {}
+    if cfg.policy_gradient_weight > 0:
+        pg, extra = losses.policy_gradient_term(network, cfg, params, batch, logits0,
+                                                value_logits0)
+        per_sample = per_sample + pg
+    loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * chance.usage_entropy
+    return loss, {**losses.unroll_metrics(unrolled, error, priority),
+                  "afterstate_value_loss": chance.afterstate_value.mean(),
+                  "chance_loss": chance.chance.mean(),
+                  "commitment_loss": chance.commitment.mean(),
+                  "code_usage_entropy": chance.usage_entropy,
+                  "codes_used": chance.codes_used, **extra}
 
 
 # ---------------------------------------------------------------------------------------------
 # Agent
 
 
-class StochasticMuZeroAgent(mz.MuZeroAgent):
-    """The MuZero agent with chance nodes in its model and its search."""
+class StochasticMuZeroAgent(MuZeroAgent):
+    """The MuZero agent with chance nodes in its model and its search: it overrides the
+    network, the search's root and callbacks, and the loss; the rest is MuZero's."""
 
     supports_diagnostics = False  # its loss is not split into terms
+
+    loss_columns = MuZeroAgent.loss_columns + (
+        "afterstate_value_loss", "chance_loss", "commitment_loss", "code_usage_entropy",
+        "codes_used")
 
     def __init__(self, cfg: MuZeroConfig, encoder_cfg: EncoderConfig, num_actions: int,
                  total_env_steps: int):
         # MuZeroConfig refuses search: gumbel with stochastic, and the base class a recurrent
         # encoder (omega.agents.muzero.config.check_encoder).
         super().__init__(cfg, encoder_cfg, num_actions, total_env_steps)
-        self.network = StochasticMuZeroNetwork(
-            encoder_cfg, self.num_actions, cfg.num_chance_outcomes, cfg.latent_dim,
+
+    def _make_network(self) -> StochasticMuZeroNetwork:
+        cfg = self.cfg
+        return StochasticMuZeroNetwork(
+            self.encoder_cfg, self.num_actions, cfg.num_chance_outcomes, cfg.latent_dim,
             cfg.dynamics_hidden, cfg.prediction_hidden, cfg.support_size)
 
-    loss_columns = mz.MuZeroAgent.loss_columns + (
-        "afterstate_value_loss", "chance_loss", "commitment_loss", "code_usage_entropy",
-        "codes_used")
-
     def _new_replay(self):
-        replay = super()._new_replay()
-        replay.with_next_obs = True  # the chance encoder sees the real next observations
-        return replay
+        # The chance encoder sees the real next observations.
+        return batches.new_replay(self.cfg, next_obs=True)
 
-    # -- search callbacks (mctx) ---------------------------------------------------------------
+    # -- search (mctx callbacks) ---------------------------------------------------------------
 
     def _decision_fn(self, params: Params, rng: jax.Array, action: jax.Array,
                      latent: jax.Array) -> tuple[mctx.DecisionRecurrentFnOutput, jax.Array]:
@@ -248,142 +345,22 @@ class StochasticMuZeroAgent(mz.MuZeroAgent):
             discount=self.cfg.gamma * (1.0 - jax.nn.sigmoid(terminal_logit)))
         return out, next_latent
 
-    # -- jitted bodies -------------------------------------------------------------------------
-
-    def _act_impl(self, params: mz.ActorParams, obs: Observation, rng: jax.Array,
-                  greedy: bool) -> ActOutput:
-        self.trace_counts["act"] += 1
-        cfg = self.cfg
+    def _root(self, net: Params, obs: Observation, first: jax.Array | None, memory: Carry
+              ) -> tuple[mctx.RootFnOutput, Carry]:
+        del first, memory  # never recurrent (refused in __init__)
         latent, logits, value_logits = self.network.apply(
-            params.net, obs, method=StochasticMuZeroNetwork.initial_inference)
-        root = mctx.RootFnOutput(prior_logits=logits,
-                                 value=logits_to_scalar(value_logits, cfg.support_size),
-                                 embedding=latent)
-        out = run_stochastic_search(
+            net, obs, method=StochasticMuZeroNetwork.initial_inference)
+        return make_root(logits, value_logits, latent, self.cfg.support_size), None
+
+    def _search(self, params: ActorParams, rng: jax.Array, root: mctx.RootFnOutput,
+                greedy: bool) -> SearchOutput:
+        return run_stochastic_search(
             params.net, rng, root, self._decision_fn, self._chance_fn,
-            num_simulations=cfg.num_simulations, pb_c_init=cfg.pb_c_init,
-            pb_c_base=cfg.pb_c_base, dirichlet_alpha=cfg.dirichlet_alpha,
-            dirichlet_fraction=cfg.dirichlet_fraction, temperature=params.temperature,
-            greedy=greedy, search=cfg.search, explore=params.explore)
-        extras = {"search_policy": out.search_policy, "root_value": out.root_value}
-        return ActOutput(action=out.action, extras=extras, carry=None)
+            **self._search_options(), temperature=params.temperature, greedy=greedy,
+            explore=params.explore)
 
-    def _value_impl(self, params: mz.ActorParams, obs: Observation) -> jax.Array:
-        self.trace_counts["value"] += 1
-        _, _, value_logits = self.network.apply(
-            params.net, obs, method=StochasticMuZeroNetwork.initial_inference)
-        return logits_to_scalar(value_logits, self.cfg.support_size)
+    # -- loss ----------------------------------------------------------------------------------
 
-    def _real_predictions(self, params: Params, batch: ReplayBatch, steps: int
-                          ) -> tuple[jax.Array, jax.Array]:
-        b = batch.action.shape[0]
-        obs = {key: v[:, :steps].reshape((b * steps,) + v.shape[2:])
-               for key, v in batch.next_obs.items()}
-        _, logits, value_logits = self.network.apply(
-            params, obs, method=StochasticMuZeroNetwork.initial_inference)
-        return logits.reshape(b, steps, -1), value_logits.reshape(b, steps, -1)
-
-    def _loss(self, params: Params, batch: ReplayBatch, boot_params: Params | None = None
-              ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        cfg = self.cfg
-        k = cfg.unroll_steps
-        b = batch.action.shape[0]
-        net = self.network
-        latent, logits0, value_logits0 = net.apply(
-            params, batch.obs, method=StochasticMuZeroNetwork.initial_inference)
-        next_obs = {key: v.reshape((b * k,) + v.shape[2:])
-                    for key, v in batch.next_obs.items()}  # [B*K, ...]
-        encoder_logits = net.apply(params, next_obs,
-                                   method=StochasticMuZeroNetwork.encode_chance)
-        encoder_logits = encoder_logits.reshape(b, k, -1)  # [B, K, C]
-        code = straight_through_one_hot(encoder_logits)  # [B, K, C]
-        has_next = batch.next_obs_mask  # [B, K]
-
-        def step(latent, inputs):
-            action, encoded, real = inputs
-            afterstate, chance_logits, q_logits = net.apply(
-                params, latent, action, method=StochasticMuZeroNetwork.afterstate_inference)
-            # Where the stored next observation is not this step's successor (an episode end),
-            # the model takes its own most likely outcome, as the search would.
-            predicted = jax.nn.one_hot(jnp.argmax(chance_logits, -1), cfg.num_chance_outcomes)
-            code = jnp.where(real[:, None] > 0, encoded, jax.lax.stop_gradient(predicted))
-            next_latent, reward_logits, terminal_logit, logits, value_logits = net.apply(
-                params, afterstate, code, method=StochasticMuZeroNetwork.chance_inference)
-            return scale_gradient(next_latent, 0.5), (chance_logits, q_logits, reward_logits,
-                                                      terminal_logit, logits, value_logits)
-
-        _, (chance_logits, q_logits, reward_logits, terminal_logits, logits, value_logits) = (
-            jax.lax.scan(step, latent, (jnp.swapaxes(batch.action, 0, 1),
-                                        jnp.swapaxes(code, 0, 1),
-                                        jnp.swapaxes(has_next, 0, 1))))  # each [K, B, ...]
-        policy_logits = jnp.concatenate([logits0[None], logits], 0).swapaxes(0, 1)
-        value_logits = jnp.concatenate([value_logits0[None], value_logits], 0).swapaxes(0, 1)
-        batch = self._fresh_value_targets(params if boot_params is None else boot_params,
-                                          batch)
-        losses = mz.unroll_losses(policy_logits, value_logits, reward_logits.swapaxes(0, 1),
-                                  terminal_logits.swapaxes(0, 1), batch, cfg.support_size)
-        # The afterstate value after a_k has the same expectation as the state value z_k
-        # (whose n-step return starts with the reward of step k).
-        q_target = scalar_to_two_hot(batch.value_target[:, :k], cfg.support_size)
-        q_loss = mz.cross_entropy(q_target, q_logits.swapaxes(0, 1)) * \
-            batch.reward_mask * batch.value_mask[:, :k]  # [B, K]
-        chance_loss = mz.cross_entropy(jax.lax.stop_gradient(code),
-                                       chance_logits.swapaxes(0, 1)) * has_next  # [B, K]
-        # Commitment: the encoder's output stays close to the code it chose.
-        commitment = jnp.sum(jnp.square(encoder_logits - jax.lax.stop_gradient(code)),
-                             -1) * has_next
-
-        # Codebook usage: the entropy of the batch's average code distribution. Without it
-        # the codes collapse onto one (a deterministic model) before the losses downstream
-        # can tell outcomes apart. The sharp softmax makes the average follow the argmax codes
-        # (a plain softmax of outputs near one-hot codes is near uniform whatever they are).
-        probs = jax.nn.softmax(encoder_logits / CODE_USAGE_TEMPERATURE, -1)  # [B, K, C]
-        usage = jnp.sum(probs * has_next[..., None], (0, 1)) / jnp.maximum(has_next.sum(), 1.0)
-        usage_entropy = -jnp.sum(usage * jnp.log(usage + 1e-8))
-
-        step_weight = jnp.concatenate([jnp.ones(1), jnp.full(k, 1.0 / k)])  # [K+1]
-        policy = losses.policy @ step_weight
-        value = losses.value @ step_weight
-        reward = losses.reward.sum(-1) / k
-        terminal = losses.terminal.sum(-1) / k
-        q = q_loss.sum(-1) / k
-        chance = chance_loss.sum(-1) / k
-        commit = commitment.sum(-1) / k
-        entropy = mz.policy_entropy(policy_logits, batch.policy_mask, step_weight)
-        per_sample = (cfg.policy_loss_weight * policy + cfg.value_loss_weight * value
-                      + cfg.reward_loss_weight * reward + cfg.terminal_loss_weight * terminal
-                      + cfg.afterstate_value_loss_weight * q + cfg.chance_loss_weight * chance
-                      + cfg.commitment_loss_weight * commit
-                      - cfg.policy_entropy_weight * entropy)
-        extra = {}
-        if cfg.policy_gradient_weight > 0:
-            pg, metrics = self._policy_gradient_term(params, batch, logits0, value_logits0)
-            per_sample = per_sample + cfg.policy_gradient_weight * pg
-            extra.update(metrics)
-        loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * usage_entropy
-        error, priority = mz.value_error_and_priority(
-            value_logits, reward_logits.swapaxes(0, 1), batch, cfg.support_size,
-            cfg.priority_reward_weight)
-        aux = {"policy_loss": policy.mean(), "value_loss": value.mean(),
-               "reward_loss": reward.mean(), "terminal_loss": terminal.mean(),
-               "policy_entropy": entropy.mean(), "afterstate_value_loss": q.mean(),
-               "chance_loss": chance.mean(),
-               "commitment_loss": commit.mean(), "code_usage_entropy": usage_entropy,
-               # How many codes the encoder uses in this batch: 1 means a deterministic model.
-               "codes_used": jnp.sum(jnp.any(jax.nn.one_hot(
-                   jnp.argmax(encoder_logits, -1), cfg.num_chance_outcomes)
-                   * has_next[..., None] > 0, axis=(0, 1))).astype(jnp.float32),
-               "value_error": error.mean(), "priority": priority, **extra}
-        return loss, aux
-
-    def _fresh_value_targets(self, params: Params, batch: ReplayBatch) -> ReplayBatch:
-        if not self.cfg.fresh_bootstrap:
-            return batch
-        boot_obs = {key: v.reshape((-1,) + v.shape[2:]) for key, v in batch.bootstrap_obs.items()}
-        _, _, boot_logits = self.network.apply(
-            jax.lax.stop_gradient(params), boot_obs,
-            method=StochasticMuZeroNetwork.initial_inference)
-        boot_value = logits_to_scalar(boot_logits, self.cfg.support_size).reshape(
-            batch.value_partial.shape)
-        return batch._replace(value_target=jax.lax.stop_gradient(
-            batch.value_partial + batch.bootstrap_discount * boot_value))
+    def _loss_fn(self, params: Params, batch: ReplayBatch, boot_params: Params
+                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return stochastic_loss(self.network, self.cfg, params, batch, boot_params)
