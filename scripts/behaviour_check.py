@@ -58,6 +58,11 @@ def main() -> int:
     mode.add_argument("--record", type=Path, help="folder to write the reference rows to")
     mode.add_argument("--compare", type=Path, help="folder of reference rows to compare with")
     args = parser.parse_args()
+    if args.compare:
+        missing = [n for n, *_ in RUNS if not (args.compare / f"{n}.csv").is_file()]
+        if missing:
+            parser.error(f"{args.compare} has no {missing[0]}.csv: record it first with "
+                         f"--record {args.compare} on the code before the change")
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for name, config, log_every, steps in RUNS:
