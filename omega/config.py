@@ -541,23 +541,48 @@ def config_hash(cfg: ExperimentConfig) -> ConfigHash:
     """Hash of everything that shapes parameters and training; stored in checkpoints: the
     non-agent sections and the active agent's section only (another agent's defaults can
     change without touching this experiment's hash)."""
-    from omega.agents.registry import agent_spec, section_specs
-
-    data = config_to_dict(cfg)
+    data = _without_added_defaults(cfg)
     for section in _UNHASHED:
         data.pop(section, None)
-    # Keys added after experiments already existed leave the hash out while they are at
-    # their defaults, so those experiments keep resuming and evaluating after an upgrade.
+    current = _active_sections(cfg, data)
+    sections = _agent_sections()
+    legacy = {k: v for k, v in data.items() if k not in sections or k in _LEGACY_SECTIONS}
+    if cfg.agent_type != "muzero":
+        legacy.pop("muzero", None)
+    return ConfigHash(_digest(current), legacy=_digest(legacy))
+
+
+def run_identity_hash(cfg: ExperimentConfig) -> str:
+    """Hash of everything that makes a run what it is, budget and eval settings included:
+    like :func:`config_hash` it leaves out the other agents' sections and keys added later
+    at their defaults, so a finished suite run stays finished when another agent's defaults
+    change."""
+    return _digest(_active_sections(cfg, _without_added_defaults(cfg)))
+
+
+def _agent_sections() -> set[str]:
+    from omega.agents.registry import section_specs
+
+    return set(section_specs())
+
+
+def _active_sections(cfg: ExperimentConfig, data: dict[str, Any]) -> dict[str, Any]:
+    from omega.agents.registry import agent_spec
+
+    active = agent_spec(cfg.agent_type).section
+    sections = _agent_sections()
+    return {k: v for k, v in data.items() if k not in sections or k == active}
+
+
+def _without_added_defaults(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as a dict, less the keys added after experiments already existed while
+    they are at their defaults: those experiments keep resuming and evaluating after an
+    upgrade."""
+    data = config_to_dict(cfg)
     for section, keys in _ADDED_LATER.items():
         fields = {f.name: f for f in dataclasses.fields(type(getattr(cfg, section)))}
         for key in keys:
             if key in data.get(section, {}) and \
                     data[section][key] == _plain(_field_default(fields[key])):
                 data[section].pop(key)
-    sections = set(section_specs())
-    active = agent_spec(cfg.agent_type).section
-    current = {k: v for k, v in data.items() if k not in sections or k == active}
-    legacy = {k: v for k, v in data.items() if k not in sections or k in _LEGACY_SECTIONS}
-    if cfg.agent_type != "muzero":
-        legacy.pop("muzero", None)
-    return ConfigHash(_digest(current), legacy=_digest(legacy))
+    return data

@@ -2,6 +2,7 @@
 again (finished runs are not redone, the killed one resumes from its checkpoint, the summary
 is complete)."""
 
+import copy
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ import yaml
 from omega.cli.main import main
 from omega.errors import ConfigError
 from omega.suite.report import entry_rows, fmt_steps, row_cells
-from omega.suite.spec import checkpoint_every, load_suite
+from omega.suite.run import select_runs
+from omega.suite.spec import checkpoint_every, load_suite, spec_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,6 +139,41 @@ def test_resolved_configs(tmp_path):
     assert ppo0.config["env"]["num_envs"] == 2  # the suite's overrides
     assert ppo0.spec_hash != ppo1.spec_hash  # the seed is part of the run
     assert suite.output_dir == tmp_path / "out"
+
+
+def test_another_agents_defaults_leave_a_run_finished(tmp_path):
+    path = write_suite(tmp_path, [{"config": "ppo.yaml"}], budget={"ppo": 640})
+    run = load_suite(path, tmp_path / "out").runs[0]
+    other = copy.deepcopy(run.config)
+    other["muzero"]["gamma"] = 0.5  # as if MuZero's defaults changed
+    assert spec_hash(other) == run.spec_hash
+    mine = copy.deepcopy(run.config)
+    mine["ppo"]["learning_rate"] = 0.5
+    assert spec_hash(mine) != run.spec_hash
+    budget = copy.deepcopy(run.config)
+    budget["train"]["total_env_steps"] = 1280
+    assert spec_hash(budget) != run.spec_hash
+
+
+def test_only_selects_runs_seed_by_seed(tmp_path, capsys):
+    path = write_suite(tmp_path, [{"config": "room.yaml"}, {"config": "bear.yaml"},
+                                  {"config": "ppo.yaml", "seeds": [3]}],
+                       budget={"random": 256, "ppo": 640})
+    suite = load_suite(path, tmp_path / "out")
+    assert [r.run_id for r in select_runs(suite)] == [
+        "random/room/seed0", "random/bear/seed0", "ppo/ppo/seed3", "random/room/seed1",
+        "random/bear/seed1"]
+    assert [r.run_id for r in select_runs(suite, ("random/*",))] == [
+        "random/room/seed0", "random/bear/seed0", "random/room/seed1", "random/bear/seed1"]
+    assert [r.run_id for r in select_runs(suite, ("*/bear/seed1", "ppo/ppo"))] == [
+        "random/bear/seed1", "ppo/ppo/seed3"]
+    code, out, _ = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),
+                            "--only", "random/bear", "--dry-run"], capsys)
+    assert code == 0 and "2 runs of 5 (--only)" in out and "random/room/seed0" not in out
+    code, _, err = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),
+                            "--only", "random/beer"], capsys)
+    assert code == 2 and "--only 'random/beer' matches no run" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_changed_config_is_refused_not_mixed(tmp_path, capsys):

@@ -156,6 +156,7 @@ def _add_suite(sub) -> None:
                "  omega suite configs/suites/quick.yaml               # one run at a time\n"
                "  omega suite configs/suites/original.yaml --jobs 2\n"
                "  omega suite configs/suites/original.yaml --backend ray --address HOST:6379\n"
+               "  omega suite configs/suites/original.yaml --only 'ppo/*' --jobs 2   # PPO's rows\n"
                "  omega suite configs/suites/original.yaml --dry-run     # list the runs")
     p.add_argument("suite", metavar="SUITE.yaml", help="suite file, e.g. configs/suites/quick.yaml")
     p.add_argument("--output-dir", default=None,
@@ -176,6 +177,10 @@ def _add_suite(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N, for every run")
     p.add_argument("--baselines-only", action="store_true",
                    help="only evaluate the random policy on each task (no training)")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="run only the runs whose entry name or run id matches this glob, e.g. "
+                        "'ppo/*' or 'muzero/corridor_battle/seed1' (repeatable; the random "
+                        "baselines always run, and the summary lists every entry)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the suite and list its runs and their state; run nothing")
 
@@ -425,7 +430,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_suite(args) -> int:
-    from omega.suite.run import check_outputs, job_state, run_suite
+    from omega.suite.run import check_outputs, job_state, run_suite, select_runs
     from omega.suite.spec import load_suite
 
     if args.jobs is not None and args.jobs < 1:
@@ -439,11 +444,14 @@ def cmd_suite(args) -> int:
         raise OmegaError(f"--cpus-per-run must be positive, got {args.cpus_per_run}")
     suite = load_suite(args.suite, args.output_dir)
     check_outputs(suite)
+    only = tuple(args.only)
+    selected = select_runs(suite, only)
     if args.dry_run:
         out = suite.output_dir
-        print(f"omega: suite {suite.name} ({args.suite}): {len(suite.runs)} runs, "
+        print(f"omega: suite {suite.name} ({args.suite}): {len(selected)} runs"
+              + (f" of {len(suite.runs)} (--only)" if only else "") + ", "
               f"{len(suite.baselines)} random-policy baselines, output {out}")
-        for job in (*suite.baselines, *suite.runs):
+        for job in (*suite.baselines, *selected):
             what = (f"{job.agent_type}, {job.env_id}, budget {job.budget:,} env steps"
                     if hasattr(job, "budget") else f"random policy, {job.env_id}")
             print(f"  {job.run_id:<44} {job_state(out, job):<8} {what}")
@@ -457,7 +465,8 @@ def cmd_suite(args) -> int:
     try:
         return run_suite(suite, parallel=args.jobs if args.backend == "ray" else (args.jobs or 1),
                          device=args.device, backend=args.backend, address=args.address,
-                         baselines_only=args.baselines_only, cpus_per_run=args.cpus_per_run)
+                         baselines_only=args.baselines_only, cpus_per_run=args.cpus_per_run,
+                         only=only)
     except OSError as e:
         raise IOFailure(f"{describe_os_error(e)}; finished runs are intact, and the same "
                         "command resumes the rest") from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import fnmatch
 import json
 import multiprocessing as mp
 import multiprocessing.connection
@@ -102,6 +103,7 @@ def check_outputs(suite: Suite) -> None:
     """Refuses a suite whose output dir holds results or run dirs of other configs (the
     suite file or a config changed since): training on would mix two experiments."""
     from omega.config import config_to_dict, load_config
+    from omega.suite.spec import spec_hash
 
     out = suite.output_dir
     for job in (*suite.runs, *suite.baselines):
@@ -116,10 +118,10 @@ def check_outputs(suite: Suite) -> None:
             exp = run_dir(out, job)
             if (exp / "config.yaml").is_file():
                 try:
-                    old = config_to_dict(load_config(exp / "config.yaml"))
+                    old = spec_hash(config_to_dict(load_config(exp / "config.yaml")))
                 except OmegaError:
                     old = None
-                if old != job.config:
+                if old != job.spec_hash:
                     raise ConfigError(
                         f"run dir '{exp}' was made from another config than {job.run_id} has "
                         "now (the suite or a config file changed since); move it away to "
@@ -594,23 +596,43 @@ def run_ray(suite: Suite, jobs: list[RunSpec | BaselineSpec], parallel: int | No
     return stop.signum
 
 
+def select_runs(suite: Suite, only: tuple[str, ...] = ()) -> list[RunSpec]:
+    """The runs whose name or run id matches one of the glob patterns (all without any),
+    e.g. 'ppo/*' or '*/corridor_battle/seed0', seed by seed: every entry's first seed
+    before any entry's second, so a suite stopped early has measured every task once. A
+    pattern that matches no run is an error."""
+    for pattern in only:
+        if not any(fnmatch.fnmatchcase(r.name, pattern) or fnmatch.fnmatchcase(r.run_id, pattern)
+                   for r in suite.runs):
+            names = ", ".join(suite.entries())
+            raise ConfigError(f"--only '{pattern}' matches no run of suite {suite.name} "
+                              f"(its entries: {names}; a run id is ENTRY/seedK)")
+    runs = [r for r in suite.runs
+            if not only or any(fnmatch.fnmatchcase(r.name, p) or fnmatch.fnmatchcase(r.run_id, p)
+                               for p in only)]
+    seeds = {name: sorted({r.seed for r in runs if r.name == name}) for name in suite.entries()}
+    return sorted(runs, key=lambda r: seeds[r.name].index(r.seed))  # stable: suite order
+
+
 def run_suite(suite: Suite, parallel: int | None = 1, device: str = "cpu",
               backend: str = "local", address: str | None = None,
               baselines_only: bool = False, cpus_per_run: float = 1.0,
-              out_stream=None, on_start: Callable[[], None] | None = None) -> int:
-    """Runs what is not finished, then writes the summary. Returns the exit code: 0 when
-    every job is finished, 1 when some failed, 130 / 143 when stopped by a signal."""
+              out_stream=None, on_start: Callable[[], None] | None = None,
+              only: tuple[str, ...] = ()) -> int:
+    """Runs what is not finished, then writes the summary (of every entry). Returns the exit
+    code: 0 when every job is finished, 1 when some failed, 130 / 143 when stopped by a
+    signal. ``only``: glob patterns (see :func:`select_runs`); the baselines always run."""
     from omega.suite.report import write_summary
 
     stream = out_stream if out_stream is not None else sys.stdout
     out = suite.output_dir
     jobs: list[RunSpec | BaselineSpec] = list(suite.baselines)
     if not baselines_only:
-        jobs += list(suite.runs)
+        jobs += select_runs(suite, only)
     todo = [j for j in jobs if not is_done(out, j)]
     partial = sum(job_state(out, j) == "partial" for j in todo)
     tracker = Tracker(suite, jobs, stream)
-    n_runs = 0 if baselines_only else len(suite.runs)
+    n_runs = len(jobs) - len(suite.baselines)
     print(f"omega: suite {suite.name}: {n_runs} runs ({len(suite.entries())} entries) and "
           f"{len(suite.baselines)} random-policy baselines in {out}; {len(jobs) - len(todo)} "
           f"finished before, {partial} to resume, {len(todo) - partial} to start"

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import math
 import re
 from pathlib import Path
@@ -109,7 +107,12 @@ class Suite:
 
 
 def spec_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    """The run's identity: its validated config less the other agents' sections (and keys
+    added later at their defaults), so changing one agent's defaults leaves the other
+    agents' finished runs finished."""
+    from omega.config import config_from_dict, run_identity_hash
+
+    return run_identity_hash(config_from_dict(config))
 
 
 def _unknown(keys: Any, allowed: tuple[str, ...], where: str) -> None:
