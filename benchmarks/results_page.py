@@ -114,6 +114,24 @@ def machines(results: list[dict], baselines: dict[str, dict]) -> str:
     return "; ".join(parts)
 
 
+def clock_note(suite, results: list[dict], baselines: dict[str, dict]) -> str:
+    """How the runs stand to NetHack's clock: it reads the moon phase, Friday the 13th and
+    the time of day from the wall clock unless ``env.options.fix_moon_phase`` is set, so a
+    seed can play differently on another date."""
+    fixed = sum(bool((r.config["env"].get("options") or {}).get("fix_moon_phase"))
+                for r in suite.runs)
+    dates = sorted({d["finished"][:10] for d in (*results, *baselines.values())
+                    if d.get("finished")})
+    how = ("every run keeps the clock (`fix_moon_phase` off in every config's `env.options`)"
+           if fixed == 0 else
+           f"{fixed} of {len(suite.runs)} runs set `env.options: {{fix_moon_phase: true}}` "
+           "(moon phase and time of day from the seed); the others keep the clock")
+    when = (f"; the results here finished on {', '.join(dates)} (each results JSON has its "
+            "time)" if dates else "")
+    return ("- *The clock*: NetHack reads the wall clock (moon phase, Friday the 13th, night), "
+            "so an episode seed can play differently on another date: " + how + when + ".")
+
+
 def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict],
          out: Path, plot_dir: Path, gif_dir: Path, data: Path) -> str:
     done = sum(len(r["runs"]) for r in rows)
@@ -162,6 +180,7 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         "rough and comparable only within one session.",
         "- *Random policy*: a uniformly random policy on the same eval episodes, with the "
         "task set up as the first config that names it sets it up (its time limit included).",
+        clock_note(suite, results, baselines),
         "",
         "| task | agent | config | budget | eval success | per seed | 95% CI | env steps to 0.9 "
         "| wall per run | random policy |",
