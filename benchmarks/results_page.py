@@ -213,8 +213,10 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
     gifs = [(r, gif_dir / (r["name"].replace("/", "__") + ".gif")) for r in rows]
     gifs = [(r, g) for r, g in gifs if g.is_file()]
     lines += ["", "## Episodes", "",
-              "One recorded training episode of the trained agent (`omega play --gif`) per "
-              "solved task and agent (last eval success >= 0.9).", ""]
+              "One episode of the trained agent per solved task and agent (last eval success "
+              ">= 0.9): its last checkpoint plays the first 10 eval seeds, recorded by `omega "
+              "eval --record`, and the first episode it solves is drawn by `omega play --gif`.",
+              ""]
     if gifs:
         for r, g in gifs:
             lines += [f"**{r['env_id']}, {r['agent_type']}** (`{r['name']}`)", "",

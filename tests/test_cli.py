@@ -109,6 +109,29 @@ def test_round_trip(tmp_path, capsys):
     assert (exp / "config.yaml").is_file()
 
 
+def test_eval_record_writes_one_playable_recording_per_seed(tmp_path, capsys):
+    exp = make_exp(tmp_path, steps=1024, ckpt=1024)
+    assert main(["run", "--dir", str(exp)]) == 0
+    plain, recorded, rec = tmp_path / "plain.json", tmp_path / "rec.json", tmp_path / "rec"
+    assert main(["eval", "--dir", str(exp), "--episodes", "5", "--seed", "7",
+                 "--json", str(plain)]) == 0
+    assert main(["eval", "--dir", str(exp), "--episodes", "5", "--seed", "7",
+                 "--json", str(recorded), "--record", str(rec)]) == 0
+    assert "omega play --file" in capsys.readouterr().out
+    with_rec, without = json.loads(recorded.read_text()), json.loads(plain.read_text())
+    assert with_rec["lengths"] == without["lengths"]  # recording changes nothing played
+    assert with_rec["recordings"] == str(rec)
+    assert {p.name for p in rec.iterdir()} == {f"seed{s}.ttyrec3.bz2" for s in range(7, 12)}
+    for i, seed in enumerate(with_rec["seeds"]):  # each file is its seed's episode
+        gif = tmp_path / f"seed{seed}.gif"
+        assert main(["play", "--file", str(rec / f"seed{seed}.ttyrec3.bz2"), "--gif", str(gif)]) == 0
+        assert f"({with_rec['lengths'][i] + 1} frames" in capsys.readouterr().out
+    assert main(["play", "--file", str(rec), "--gif", str(tmp_path / "any.gif")]) == 0
+    # Recordings are never written over.
+    assert main(["eval", "--dir", str(exp), "--episodes", "1", "--record", str(rec)]) == 2
+    assert "exists and is not an empty dir" in capsys.readouterr().err
+
+
 def test_eval_without_checkpoint_is_clear(tmp_path, capsys):
     exp = make_exp(tmp_path)
     assert main(["eval", "--dir", str(exp)]) == 2

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from omega.cli.main import main
 from omega.errors import ConfigError
 from omega.suite.report import entry_rows, fmt_steps, row_cells
-from omega.suite.run import select_runs
+from omega.suite.run import GIF_EPISODES, GIF_RECORDINGS, make_gif, select_runs
 from omega.suite.spec import checkpoint_every, load_suite, spec_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,6 +175,22 @@ def test_only_selects_runs_seed_by_seed(tmp_path, capsys):
                             "--only", "random/beer"], capsys)
     assert code == 2 and "--only 'random/beer' matches no run" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_gif_shows_an_eval_episode_the_trained_agent_solves(tmp_path, capsys):
+    (tmp_path / "room.yaml").write_text(RANDOM_ROOM + "train: {total_env_steps: 256}\n")
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(tmp_path / "room.yaml"), "--output-dir", str(exp)]) == 0
+    assert main(["run", "--dir", str(exp)]) == 0
+    gif = make_gif(exp, tmp_path / "gifs" / "seed0.gif")
+    assert gif == tmp_path / "gifs" / "seed0.gif"
+    with Image.open(gif) as im:
+        assert im.n_frames > 1
+    data = json.loads((exp / GIF_RECORDINGS / "eval.json").read_text())
+    assert len(data["seeds"]) == GIF_EPISODES and data["seeds"][0] == 1000000
+    drawn = next(s for s, ok in zip(data["seeds"], data["successes"], strict=True) if ok)
+    assert f"GIF of eval seed {drawn} (solved)" in capsys.readouterr().out
+    assert not list(tmp_path.glob("gifs/.*"))  # no temporary file left
 
 
 def test_changed_config_is_refused_not_mixed(tmp_path, capsys):

@@ -94,15 +94,20 @@ def _add_eval(sub) -> None:
                    help="MuZero only: search with this many simulations per action "
                         "(default: muzero.num_simulations the run trained with)")
     p.add_argument("--device", default="cpu", help="cpu (default), gpu or gpu:N")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="also write every episode as an NLE ttyrec, DIR/seed<S>.ttyrec3.bz2 "
+                        "(a new or empty dir); replay one with 'omega play --file'")
 
 
 def _add_play(sub) -> None:
     p = sub.add_parser("play", help="replay a recorded episode in the terminal or as a GIF",
                        description="Replay one episode of an NLE ttyrec recording (a file "
                                    "can hold several), without NetHack's quit and end-of-game "
-                                   "screens. FILE may be an experiment dir: its newest "
-                                   "recording with a finished episode is used.")
-    p.add_argument("--file", required=True, help="a .ttyrec3.bz2 file or an experiment dir")
+                                   "screens. FILE may be an experiment dir (or a dir of 'omega "
+                                   "eval --record'): its newest recording with a finished "
+                                   "episode is used.")
+    p.add_argument("--file", required=True,
+                   help="a .ttyrec3.bz2 file, an experiment dir or an 'omega eval --record' dir")
     p.add_argument("--episode", type=int, default=None, metavar="K",
                    help="the K-th episode in the file, from 1 (default: the newest finished "
                         "one)")
@@ -269,13 +274,18 @@ def cmd_eval(args) -> int:
             raise OmegaError(f"--num-simulations must be >= 1, got {args.num_simulations}")
         search_cfg = dataclasses.replace(
             cfg, muzero=dataclasses.replace(cfg.muzero, num_simulations=args.num_simulations))
+    record = Path(args.record) if args.record else None
+    if record is not None and (record.is_file() or (record.is_dir() and any(record.iterdir()))):
+        raise OmegaError(f"--record '{record}' exists and is not an empty dir; give a new dir "
+                         "(recordings are never written over)")
     ckpt = find_checkpoint(args.dir, args.checkpoint)
     with jax.default_device(resolve_device(args.device)):
         trained = load_trained_agent(args.dir, ckpt, cfg=cfg, agent_cfg=search_cfg)
         agent, loop = trained.agent, trained.loop
         greedy = cfg.eval.greedy if args.greedy is None else args.greedy
         params = trained.eval_params(average=not args.current_params)
-        result = evaluate(agent, params, search_cfg, episodes, seed, greedy=greedy)
+        result = evaluate(agent, params, search_cfg, episodes, seed, greedy=greedy,
+                          record_dir=record)
     result = type(result)(**{**result.__dict__, "env_steps": loop.env_steps})
     data = result.to_json()
     averaged = cfg.agent_type == "muzero" and cfg.muzero.eval_params_ema > 0
@@ -286,7 +296,14 @@ def cmd_eval(args) -> int:
         print(f"omega: note: {cfg.env.id} cannot be seeded (the env forbids it by design); "
               "the seeds only label the episodes, so evaluations are not repeatable",
               file=sys.stderr)
+    if record is not None:
+        data["recordings"] = str(record)
     _print_eval_table(data, ckpt)
+    if record is not None:
+        from omega.training.evaluate import recording_path
+
+        print(f"omega: recorded {episodes} episode(s) in {record}; replay one with 'omega play "
+              f"--file {recording_path(record, seed)}'")
     if args.json:
         from omega.training.checkpoint import atomic_write_bytes
 
@@ -323,7 +340,10 @@ def cmd_play(args) -> int:
         raise OmegaError(f"--speed must be positive, got {args.speed}")
     path = Path(args.file)
     if path.is_dir():
-        files = recorded_episodes(path)
+        # An experiment dir, or a dir of recordings ('omega eval --record').
+        files = recorded_episodes(path) or sorted(
+            (p for p in path.glob("*.ttyrec*") if p.is_file()),
+            key=lambda p: (p.stat().st_mtime, str(p)))
         if not files:
             raise OmegaError(f"'{path}' holds no recorded episodes (see record.every_n_episodes)")
         # The newest recording with a finished episode: the newest file is often the game

@@ -9,7 +9,9 @@ Output layout (``suite.output_dir``)::
     results/<name>/seed<k>.json    written last: the run is finished (status, curve, times)
     baselines/<env id>.json        a uniformly random policy on the task's eval episodes
     logs/<name>__seed<k>.log       everything the run printed, across resumes
-    gifs/<name>/seed<k>.gif        one recorded episode of a solved run ('omega play --gif')
+    gifs/<name>/seed<k>.gif        one eval episode of a solved run's last checkpoint
+                                   ('omega eval --record', then 'omega play --gif'; the
+                                   recordings stay in the run dir, suite_gif_episodes/)
     summary.json, summary.md       one row per entry, and plots/<env id>.png
 
 A run is finished when its results file exists with its config's hash: a rerun skips it. A
@@ -28,6 +30,7 @@ import json
 import multiprocessing as mp
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -43,6 +46,8 @@ from omega.suite.spec import BaselineSpec, RunSpec, Suite
 SOLVED = 0.9  # eval success that counts a run as solved (a GIF is made; steps-to-0.9)
 EVAL_DIR = "suite_evals"
 TIMING_FILE = "suite_timing.json"
+GIF_RECORDINGS = "suite_gif_episodes"  # in the run dir: the recorded episodes of its GIF
+GIF_EPISODES = 10
 _POLL_S = 2.0
 
 
@@ -367,17 +372,31 @@ def evaluate_checkpoints(exp: Path, cfg: Any, device: str) -> list[dict[str, Any
 
 
 def make_gif(exp: Path, path: Path) -> Path | None:
-    """One recorded episode of the run, as 'omega play --file EXP --gif PATH' writes it."""
+    """One episode of the trained agent: its last checkpoint plays the first
+    ``GIF_EPISODES`` eval seeds, recorded ('omega eval --record'), and the first one it
+    solves (else the first) is drawn by 'omega play --gif'."""
     from omega.cli.main import main as omega
+    from omega.training.evaluate import recording_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("." + path.name + ".tmp.gif")
-    code = omega(["play", "--file", str(exp), "--gif", str(tmp)])
-    if code != 0 or not tmp.is_file():
+    rec = exp / GIF_RECORDINGS
+    shutil.rmtree(rec, ignore_errors=True)
+    code = omega(["eval", "--dir", str(exp), "--episodes", str(GIF_EPISODES), "--record",
+                  str(rec), "--json", str(rec / "eval.json")])
+    data = _read_json(rec / "eval.json") if code == 0 else None
+    if data is not None:
+        solved = [s for s, ok in zip(data["seeds"], data["successes"], strict=True) if ok]
+        seed = (solved or data["seeds"])[0]
+        code = omega(["play", "--file", str(recording_path(rec, seed)), "--gif", str(tmp)])
+    if data is None or code != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        print(f"omega: suite: no GIF for {exp} ('omega play' exit {code})", flush=True)
+        print(f"omega: suite: no GIF for {exp} ('omega eval --record' / 'omega play' exit "
+              f"{code})", flush=True)
         return None
     os.replace(tmp, path)
+    print(f"omega: suite: GIF of eval seed {seed} ({'solved' if solved else 'not solved'}) "
+          f"in {path}", flush=True)
     return path
 
 

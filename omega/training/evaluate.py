@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -17,6 +20,29 @@ import numpy as np
 from omega.envs import EnvFactory
 
 Z95 = 1.959963984540054
+RAW_RECORDINGS = "unsorted"  # where NLE writes an evaluation's ttyrecs before they are named
+
+
+def recording_path(record_dir: str | Path, seed: int) -> Path:
+    """The ttyrec of the evaluation episode played with ``seed`` (``evaluate(record_dir=)``)."""
+    return Path(record_dir) / f"seed{seed}.ttyrec3.bz2"
+
+
+def _ttyrec_of(env: Any) -> str | None:
+    """The file NLE records the episode just reset into (None where it cannot say)."""
+    return getattr(getattr(env.unwrapped, "nethack", None), "_ttyrec", None)
+
+
+def _name_recordings(raw: Path, recordings: dict[int, str | None]) -> None:
+    """Moves each episode's ttyrec to ``seed<S>.ttyrec3.bz2`` beside ``raw``, then removes
+    ``raw`` with what NLE wrote besides (its score files, the game it starts when an env is
+    made)."""
+    for seed, path in recordings.items():
+        if path and os.path.isfile(path):
+            os.replace(path, recording_path(raw.parent, seed))
+    if all(recordings.values()):
+        shutil.rmtree(raw, ignore_errors=True)  # NLE's score files and unplayed games
+    # else an env that cannot say its file: its recordings stay where NLE wrote them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +124,21 @@ def evaluation_params(agent: Any, state: Any, average: bool = True) -> Any:
 
 def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
              num_envs: int | None = None, greedy: bool = True, rng_seed: int = 0,
-             max_steps: int = 1_000_000) -> EvalResult:
-    """Plays ``episodes`` episodes with seeds ``seed, seed+1, ...`` in-process, acting in batch."""
-    factory = EnvFactory.from_config(cfg.env)
+             max_steps: int = 1_000_000, record_dir: str | Path | None = None) -> EvalResult:
+    """Plays ``episodes`` episodes with seeds ``seed, seed+1, ...`` in-process, acting in batch.
+    With ``record_dir`` every episode is also written there as an NLE ttyrec named by its
+    seed (``seed<S>.ttyrec3.bz2``, see :func:`recording_path`); recording does not change
+    what is played."""
+    raw = Path(record_dir) / RAW_RECORDINGS if record_dir is not None else None
+    factory = EnvFactory.from_config(cfg.env, record_root=None if raw is None else str(raw),
+                                     record_every=0 if raw is None else 1)
     n = max(1, min(num_envs or cfg.eval.num_envs, episodes))
     envs = [factory(i) for i in range(n)]
     seeds = [seed + i for i in range(episodes)]
     returns = [0.0] * episodes
     lengths = [0] * episodes
     successes = [False] * episodes
+    recordings: dict[int, str | None] = {}  # episode seed -> the ttyrec NLE writes it to
     slot_episode: list[int | None] = [None] * n
     next_episode = 0
     obs_slots: list[dict[str, np.ndarray]] = [None] * n  # type: ignore[list-item]
@@ -114,6 +146,7 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
     try:
         for i in range(n):
             obs_slots[i], _ = envs[i].reset(seed=seeds[next_episode])
+            recordings[seeds[next_episode]] = _ttyrec_of(envs[i]) if raw else None
             slot_episode[i] = next_episode
             next_episode += 1
         seeded = all(bool(env.get_wrapper_attr("seedable")) for env in envs)
@@ -143,6 +176,7 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
                     first[i] = True
                     if next_episode < episodes:
                         obs_slots[i], _ = env.reset(seed=seeds[next_episode])
+                        recordings[seeds[next_episode]] = _ttyrec_of(env) if raw else None
                         slot_episode[i] = next_episode
                         next_episode += 1
                     else:
@@ -150,5 +184,7 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
     finally:
         for env in envs:
             env.close()
+        if raw is not None:
+            _name_recordings(raw, recordings)
     return EvalResult(env_id=cfg.env.id, episodes=episodes, seeds=seeds, returns=returns,
                       lengths=lengths, successes=successes, greedy=greedy, seeded=seeded)
