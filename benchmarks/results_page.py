@@ -170,6 +170,10 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         "reward (30 episodes from seed 1000000 with the env's 5000-step limit, mean return "
         "-2.73). On the tasks that can end with a penalty (" + ", ".join(f"`{p}*`" for p in SUCCESS_FROM_REWARD_PREFIXES)
         + ") a success is an episode that ends with a final reward > 0 (docs/environments.md).",
+        "- *Failed episodes*: how the unsolved episodes of the last evaluations end, all seeds "
+        "together: *died* (NetHack's death), *time limit* (cut off by the episode's step "
+        "limit), *other ending* (the task ended it otherwise, e.g. the wrong exit); the "
+        "recordings of a run's GIF episodes show more (`omega eval --record`).",
         "- *Env steps to 0.9*: the env steps of the first evaluated checkpoint with eval "
         "success >= 0.9, per seed.",
         "- *Wall per run*: training only (evaluation not included), on "
@@ -182,9 +186,9 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         "task set up as the first config that names it sets it up (its time limit included).",
         clock_note(suite, results, baselines),
         "",
-        "| task | agent | config | budget | eval success | per seed | 95% CI | env steps to 0.9 "
-        "| wall per run | random policy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | agent | config | budget | eval success | per seed | 95% CI | failed episodes "
+        "| env steps to 0.9 | wall per run | random policy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     stale = False
     for row in rows:
@@ -196,7 +200,7 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
             stale = True
         lines.append(f"| {row['env_id']} | {row['agent_type']} | {cfg} | "
                      f"{fmt_steps(row['budget'])} | {c['success']} | {c['per_seed']} | {c['ci']} "
-                     f"| {c['steps']} | {c['wall']} | {rnd} |")
+                     f"| {c['failures']} | {c['steps']} | {c['wall']} | {rnd} |")
     if stale:
         lines += ["", "† measured with an earlier version of the config (or of the suite's "
                   "settings) than the one shipped now; rerun the suite in a new output dir to "

@@ -121,6 +121,9 @@ def test_eval_record_writes_one_playable_recording_per_seed(tmp_path, capsys):
     with_rec, without = json.loads(recorded.read_text()), json.loads(plain.read_text())
     assert with_rec["lengths"] == without["lengths"]  # recording changes nothing played
     assert with_rec["recordings"] == str(rec)
+    assert len(with_rec["endings"]) == 5 and sum(with_rec["ending_counts"].values()) == 5
+    for ok, ending in zip(with_rec["successes"], with_rec["endings"], strict=True):
+        assert (ending == "solved") == ok
     assert {p.name for p in rec.iterdir()} == {f"seed{s}.ttyrec3.bz2" for s in range(7, 12)}
     for i, seed in enumerate(with_rec["seeds"]):  # each file is its seed's episode
         gif = tmp_path / f"seed{seed}.gif"

@@ -226,6 +226,12 @@ def test_row_cells_and_formats():
     lo, hi = rows[0]["success_ci95"]  # Wilson over the 20 pooled episodes, 15 successes
     assert 0.5 < lo < 0.75 < hi < 0.95
     assert row_cells(entry_rows([entry], [], {})[0])["success"] == "not run"
+    assert cells["failures"] == "–"  # evaluations made before the endings were kept
+    first, second = result(0, 0.7, None), result(1, 0.9, 500)
+    first["final"]["ending_counts"] = {"solved": 7, "died": 2, "time_limit": 1, "ended": 0}
+    second["final"]["ending_counts"] = {"solved": 9, "died": 0, "time_limit": 0, "ended": 1}
+    rows = entry_rows([entry], [first, second], {})
+    assert row_cells(rows[0])["failures"] == "died 2, time limit 1, other ending 1"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ def entry_rows(entries: Iterable[dict[str, Any]], results: list[dict[str, Any]],
                 "successes": sum(bool(s) for s in final.get("successes", [])),
                 "episodes": len(final.get("successes", [])),
                 "mean_return": final.get("mean_return"),
+                "endings": final.get("ending_counts"),
                 "env_steps": r.get("env_steps"),
                 "steps_to_success_0.9": r.get("steps_to_success_0.9"),
                 "train_wall_s": r.get("train_wall_s"), "eval_wall_s": r.get("eval_wall_s"),
@@ -113,7 +114,8 @@ def row_cells(row: dict[str, Any]) -> dict[str, str]:
     done = [r for r in runs if r["success_rate"] is not None]
     if not done:
         missing = "not run" if not runs else "no evaluation"
-        return {"success": missing, "per_seed": "–", "ci": "–", "steps": "–", "wall": "–"}
+        return {"success": missing, "per_seed": "–", "ci": "–", "steps": "–", "wall": "–",
+                "failures": "–"}
     per_seed = ", ".join(f"{r['success_rate']:.2f}" + (" (diverged)" if r["status"] ==
                                                        "diverged" else "") for r in done)
     if len(done) < len(row["seeds"]):
@@ -123,7 +125,21 @@ def row_cells(row: dict[str, Any]) -> dict[str, str]:
                       is not None else "not reached" for r in done)
     return {"success": f"{row['success_mean']:.2f}", "per_seed": per_seed,
             "ci": f"[{lo:.2f}, {hi:.2f}]", "steps": steps,
-            "wall": fmt_minutes([r["train_wall_s"] for r in done])}
+            "wall": fmt_minutes([r["train_wall_s"] for r in done]),
+            "failures": fmt_failures([r.get("endings") for r in done])}
+
+
+_FAILURE_WORDS = {"died": "died", "time_limit": "time limit", "ended": "other ending"}
+
+
+def fmt_failures(counts: list[dict[str, int] | None]) -> str:
+    """How the failed eval episodes of the runs' last evaluations end, pooled over seeds:
+    e.g. 'died 43, time limit 9' ('–' where an evaluation predates the endings)."""
+    if not counts or any(c is None for c in counts):
+        return "–"
+    total = {k: sum(c.get(k, 0) for c in counts) for k in _FAILURE_WORDS}
+    parts = [f"{word} {total[k]}" for k, word in _FAILURE_WORDS.items() if total[k]]
+    return ", ".join(parts) if parts else "none"
 
 
 def summary_markdown(name: str, rows: list[dict[str, Any]], plot_dir: str | None = None) -> str:
@@ -131,16 +147,17 @@ def summary_markdown(name: str, rows: list[dict[str, Any]], plot_dir: str | None
              "Eval success of each run's last checkpoint on the suite's fixed eval episodes; "
              "95% CI: Wilson interval over the episodes of all seeds. Env steps to 0.9: the "
              "first evaluated checkpoint with eval success >= 0.9. Wall: training only, per "
-             "run.", "",
-             "| task | agent | entry | budget | eval success | per seed | 95% CI | env steps to "
-             "0.9 | wall per run | random policy |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "run. Failed episodes: how the last evaluations' unsolved episodes end, all "
+             "seeds together.", "",
+             "| task | agent | entry | budget | eval success | per seed | 95% CI | failed "
+             "episodes | env steps to 0.9 | wall per run | random policy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         c = row_cells(row)
         rnd = "–" if row["random_success"] is None else f"{row['random_success']:.2f}"
         lines.append(f"| {row['env_id']} | {row['agent_type']} | `{row['name']}` | "
                      f"{fmt_steps(row['budget'])} | {c['success']} | {c['per_seed']} | "
-                     f"{c['ci']} | {c['steps']} | {c['wall']} | {rnd} |")
+                     f"{c['ci']} | {c['failures']} | {c['steps']} | {c['wall']} | {rnd} |")
     if plot_dir is not None:
         lines += ["", "## Learning curves", ""]
         for env_id in dict.fromkeys(r["env_id"] for r in rows):

@@ -20,12 +20,26 @@ import numpy as np
 from omega.envs import EnvFactory
 
 Z95 = 1.959963984540054
+# How an episode ends: solved (the task's success), died (NetHack's death), time_limit (cut
+# off by a step limit) or ended (the task ended it otherwise: a wrong exit, a penalty ending).
+ENDINGS = ("solved", "died", "time_limit", "ended")
 RAW_RECORDINGS = "unsorted"  # where NLE writes an evaluation's ttyrecs before they are named
 
 
 def recording_path(record_dir: str | Path, seed: int) -> Path:
     """The ttyrec of the evaluation episode played with ``seed`` (``evaluate(record_dir=)``)."""
     return Path(record_dir) / f"seed{seed}.ttyrec3.bz2"
+
+
+def episode_ending(terminated: bool, info: dict[str, Any]) -> str:
+    """One of ENDINGS for the last step of an episode (``terminated`` false: truncated)."""
+    if info.get("success", False):
+        return "solved"
+    if not terminated:
+        return "time_limit"
+    if getattr(info.get("end_status"), "name", None) == "DEATH":
+        return "died"
+    return "ended"
 
 
 def _ttyrec_of(env: Any) -> str | None:
@@ -58,6 +72,10 @@ class EvalResult:
     # False for envs that forbid seeding (NetHackChallenge): the seeds then only label the
     # episodes, and two evaluations of one checkpoint play different games.
     seeded: bool = True
+    endings: list[str] = dataclasses.field(default_factory=list)  # per episode: ENDINGS
+
+    def ending_counts(self) -> dict[str, int]:
+        return {e: self.endings.count(e) for e in ENDINGS}
 
     @property
     def mean_return(self) -> float:
@@ -88,6 +106,8 @@ class EvalResult:
             "returns": self.returns,
             "lengths": self.lengths,
             "successes": self.successes,
+            "endings": self.endings,
+            "ending_counts": self.ending_counts(),
         }
 
 
@@ -138,6 +158,7 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
     returns = [0.0] * episodes
     lengths = [0] * episodes
     successes = [False] * episodes
+    endings = [""] * episodes
     recordings: dict[int, str | None] = {}  # episode seed -> the ttyrec NLE writes it to
     slot_episode: list[int | None] = [None] * n
     next_episode = 0
@@ -172,6 +193,7 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
                 obs_slots[i] = o
                 if terminated or truncated:
                     successes[ep] = bool(info.get("success", False))
+                    endings[ep] = episode_ending(bool(terminated), info)
                     done_count += 1
                     first[i] = True
                     if next_episode < episodes:
@@ -187,4 +209,5 @@ def evaluate(agent: Any, params: Any, cfg: Any, episodes: int, seed: int,
         if raw is not None:
             _name_recordings(raw, recordings)
     return EvalResult(env_id=cfg.env.id, episodes=episodes, seeds=seeds, returns=returns,
-                      lengths=lengths, successes=successes, greedy=greedy, seeded=seeded)
+                      lengths=lengths, successes=successes, greedy=greedy, seeded=seeded,
+                      endings=endings)
