@@ -250,15 +250,16 @@ def _wait_for(pred, proc, timeout):
 
 
 def test_killed_suite_resumes_and_redoes_nothing_finished(tmp_path):
-    # Two configs x two seeds; the bear runs are 768 env steps on one env, checkpointed
-    # every 256, so the suite is killed while one of them trains.
+    # Two configs x two seeds, run seed by seed (room 0, bear 0, room 1, bear 1); the bear
+    # runs are 768 env steps on one env, checkpointed every 256, so the suite is killed
+    # while the first of them trains.
     path = write_suite(tmp_path, [{"config": "room.yaml"},
                                   {"config": "bear.yaml", "budget": 768}], checkpoints=3)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "omega", "suite", str(path), "--output-dir", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     results = out / "results"
-    first = [results / "random" / "room" / f"seed{s}.json" for s in (0, 1)]
+    first = [results / "random" / "room" / "seed0.json"]
     bear0 = out / "runs" / "random" / "bear" / "seed0"
     log = tmp_path / "first.log"
     with log.open("w") as f:
@@ -281,8 +282,9 @@ def test_killed_suite_resumes_and_redoes_nothing_finished(tmp_path):
 
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "2 finished before, 1 to resume, 1 to start" in again.stdout, again.stdout
-    assert "started random/room" not in again.stdout  # finished runs are not redone
+    assert "1 finished before, 1 to resume, 2 to start" in again.stdout, again.stdout
+    assert "started random/room/seed0" not in again.stdout  # finished runs are not redone
+    assert "started random/room/seed1" in again.stdout
     assert {p: p.read_bytes() for p in first} == before
     assert metrics.stat().st_mtime_ns == metrics_mtime
 
