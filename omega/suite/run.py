@@ -620,15 +620,15 @@ def select_runs(suite: Suite, only: tuple[str, ...] = ()) -> list[RunSpec]:
     e.g. 'ppo/*' or '*/corridor_battle/seed0', seed by seed: every entry's first seed
     before any entry's second, so a suite stopped early has measured every task once. A
     pattern that matches no run is an error."""
+    def matches(run: RunSpec, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(run.name, pattern) or fnmatch.fnmatchcase(run.run_id, pattern)
+
     for pattern in only:
-        if not any(fnmatch.fnmatchcase(r.name, pattern) or fnmatch.fnmatchcase(r.run_id, pattern)
-                   for r in suite.runs):
+        if not any(matches(r, pattern) for r in suite.runs):
             names = ", ".join(suite.entries())
             raise ConfigError(f"--only '{pattern}' matches no run of suite {suite.name} "
                               f"(its entries: {names}; a run id is ENTRY/seedK)")
-    runs = [r for r in suite.runs
-            if not only or any(fnmatch.fnmatchcase(r.name, p) or fnmatch.fnmatchcase(r.run_id, p)
-                               for p in only)]
+    runs = [r for r in suite.runs if not only or any(matches(r, p) for p in only)]
     seeds = {name: sorted({r.seed for r in runs if r.name == name}) for name in suite.entries()}
     return sorted(runs, key=lambda r: seeds[r.name].index(r.seed))  # stable: suite order
 
