@@ -279,3 +279,26 @@ def test_stochastic_with_consistency_loss_is_a_config_error():
     with pytest.raises(ConfigError, match="consistency_loss_weight"):
         config_from_dict({"agent_type": "muzero", "env": {"id": "MiniHack-Room-5x5-v0"},
                           "muzero": {"stochastic": True, "consistency_loss_weight": 1.0}})
+
+
+def test_stochastic_reanalyze_renews_targets_and_measures_their_kl():
+    import dataclasses
+
+    cfg = dataclasses.replace(COIN, stochastic=True, search="regularized",
+                              reanalyze_fraction=0.5, reanalyze_batch_size=32)
+    agent = make_muzero_agent(cfg, TINY, NUM_ACTIONS, total_env_steps=20 * T * N)
+    rng = jax.random.PRNGKey(0)
+    np_rng = np.random.default_rng(0)
+    state = agent.init(rng, bandit_obs(np.zeros(1, int)), N)
+    for _ in range(4):  # learn() reanalyzes a part of every batch once the warmup is over
+        rng, key = jax.random.split(rng)
+        state, metrics = agent.learn(state, coin_trajectory(np_rng), key)
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
+    policy = agent.replay.data["search_policy"].copy()
+    fresh = agent._reanalyze(state.params, agent.replay.sample_starts(cfg.batch_size))
+    assert len(fresh.env) > 0 and fresh.target_kl.shape == fresh.env.shape
+    assert np.all(np.isfinite(fresh.target_kl)) and np.all(fresh.target_kl >= -1e-6)
+    slots = fresh.time % agent.replay.capacity
+    renewed = agent.replay.data["search_policy"][fresh.env, slots]
+    assert np.abs(renewed - policy[fresh.env, slots]).max() > 1e-4
+    np.testing.assert_allclose(renewed.sum(-1), 1.0, rtol=1e-5)

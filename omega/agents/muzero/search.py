@@ -275,8 +275,8 @@ def run_stochastic_search(params: Params, rng: jax.Array, root: mctx.RootFnOutpu
     are sampled from it with ``temperature``; greedy: no root noise and the most visited
     action (ties to the better Q). ``search="regularized"``: the regularized policy over the
     root's completed Q-values is target and action distribution (argmax when greedy).
-    ``explore`` scales the root Dirichlet noise (0 when evaluating the sampled policy). No
-    diagnostics (``q_spread``, ``target_kl`` stay None)."""
+    ``explore`` scales the root Dirichlet noise (0 when evaluating the sampled policy). The
+    diagnostics are :func:`run_search`'s, over the tree's decision nodes."""
     rng, act_rng = jax.random.split(rng)
     out = puct_search(params, rng, root, (decision_fn, chance_fn),
                       num_simulations=num_simulations, pb_c_init=pb_c_init,
@@ -285,4 +285,6 @@ def run_stochastic_search(params: Params, rng: jax.Array, root: mctx.RootFnOutpu
                       greedy=greedy, explore=explore)
     action, policy, value = puct_policy(out, root.prior_logits, act_rng, pb_c_init=pb_c_init,
                                         greedy=greedy, regularized=search == "regularized")
-    return SearchOutput(action=action, search_policy=policy, root_value=value)
+    return SearchOutput(action=action, search_policy=policy, root_value=value,
+                        q_spread=root_q_spread(out.search_tree),
+                        target_kl=policy_kl(policy, root.prior_logits))
