@@ -96,3 +96,38 @@ def test_no_benchmark_patches_sys_path():
     offenders = [p.name for p in sorted((REPO / "benchmarks").rglob("*.py"))
                  if "sys.path" in p.read_text()]
     assert offenders == []
+
+
+def test_eval_search_reevaluates_a_muzero_run_with_other_search_settings(tmp_path, capsys):
+    try:
+        from tests.test_hostile import TINY_MUZERO
+    except ImportError:  # pragma: no cover
+        from test_hostile import TINY_MUZERO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import eval_search
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(TINY_MUZERO + "eval:\n  episodes: 3\n  seed: 11\n  greedy: false\n")
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
+    assert main(["run", "--dir", str(exp)]) == 0
+    out = tmp_path / "search.json"
+    assert eval_search.main(["--runs", str(exp), "--variant", "as_trained",
+                             "--variant", "more:num_simulations=8,gumbel_value_scale=0.5",
+                             "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["as_trained", "more"]
+    assert rows[0]["search"]["num_simulations"] == 4 and rows[0]["overrides"] == {}
+    assert rows[1]["search"]["num_simulations"] == 8
+    assert rows[1]["search"]["gumbel_value_scale"] == 0.5
+    assert all(r["seeds"] == [11, 12, 13] and r["env_steps"] == 256 for r in rows)
+    # The run as it trained scores what 'omega eval' reports for it, episode by episode.
+    direct = tmp_path / "eval.json"
+    assert main(["eval", "--dir", str(exp), "--json", str(direct)]) == 0
+    assert rows[0]["lengths"] == json.loads(direct.read_text())["lengths"]
+    capsys.readouterr()
+    # Keys the network learned, and invalid values, are refused before any episode is played.
+    assert eval_search.main(["--runs", str(exp), "--variant", "x:latent_dim=8"]) == 2
+    assert "not KEY=VALUE over a search key" in capsys.readouterr().err
+    assert eval_search.main(["--runs", str(exp), "--variant", "x:num_simulations=0"]) == 2
+    assert "muzero.num_simulations" in capsys.readouterr().err
