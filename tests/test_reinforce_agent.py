@@ -65,3 +65,29 @@ def test_plugin_agent_trains_through_make_run_eval(tmp_path, monkeypatch):
     out = tmp_path / "eval.json"
     assert main(["eval", "--dir", str(exp), "--episodes", "2", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["episodes"] == 2
+
+
+def test_a_suite_gives_a_plugin_agent_its_budget(tmp_path):
+    (tmp_path / "reinforce.yaml").write_text(CONFIG)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: plug\nseeds: [0, 1]\nbudget: {reinforce: 256}\ncheckpoints: 2\n"
+                     "eval: {episodes: 2, seed: 5}\nbaselines: false\nruns:\n"
+                     "  - reinforce.yaml\n")
+    listed = _omega("suite", str(suite), "--output-dir", str(tmp_path / "out"), "--dry-run",
+                    modules="reinforce_agent")
+    assert listed.returncode == 0, listed.stderr
+    assert "reinforce/seed0" in listed.stdout and "reinforce/seed1" in listed.stdout
+    # A budget for an agent type nobody registered is still an error, naming the known ones.
+    suite.write_text(suite.read_text().replace("{reinforce: 256}", "{reinforce: 256, dqn: 9}"))
+    bad = _omega("suite", str(suite), "--dry-run", modules="reinforce_agent")
+    assert bad.returncode == 2 and "dqn" in bad.stderr and "reinforce" in bad.stderr
+    # The Python API: an agent registered after omega.suite was imported is known to it too.
+    suite.write_text(suite.read_text().replace("{reinforce: 256, dqn: 9}", "{reinforce: 256}"))
+    code = ("import omega.suite.spec as spec, reinforce_agent, sys\n"
+            f"s = spec.load_suite({str(suite)!r})\n"
+            "print(sorted({r.budget for r in s.runs}))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    late = subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True,
+                          timeout=300)
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.strip() == "[256]"

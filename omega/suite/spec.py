@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from omega.config import (
-    AGENT_TYPES,
     _read_mapping,
     config_from_dict,
     config_to_dict,
@@ -140,12 +139,15 @@ def _seeds(value: Any, what: str) -> tuple[int, ...]:
 
 
 def _budget(value: Any, what: str) -> dict[str, int]:
+    from omega.agents.registry import agent_types
+
+    registered = agent_types()  # now, not at import: plugin agents register later
     if isinstance(value, int) and not isinstance(value, bool):
-        return {agent: _int(value, what, 1) for agent in AGENT_TYPES}
+        return {agent: _int(value, what, 1) for agent in registered}
     if not isinstance(value, dict):
         raise ConfigError(f"{what} must be env steps per agent_type, e.g. {{ppo: 1000000, "
                           f"muzero: 500000}}, or one number, got {value!r}")
-    _unknown(value, AGENT_TYPES, what)
+    _unknown(value, registered, what)
     return {agent: _int(v, f"{what}.{agent}", 1) for agent, v in value.items()}
 
 
