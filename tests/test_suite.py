@@ -317,6 +317,42 @@ def test_dry_run_lists_the_runs_and_their_state(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_time_left_comes_from_the_finished_runs_pace(tmp_path, capsys):
+    import io
+    import json
+
+    from omega.suite.run import Tracker, fmt_duration, result_path
+
+    path = write_suite(tmp_path, [{"config": "room.yaml"}, {"config": "ppo.yaml"}],
+                       budget={"random": 1000, "ppo": 4000})
+    suite = load_suite(path, tmp_path / "out")
+    room0, ppo0, room1, ppo1 = select_runs(suite)
+
+    def finish(run, env_steps, train_s, eval_s):
+        out = result_path(suite.output_dir, run)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"spec_hash": run.spec_hash, "env_steps": env_steps,
+                                   "train_wall_s": train_s, "eval_wall_s": eval_s}))
+
+    finish(room0, 1000, 90.0, 10.0)  # random: 0.1 s per env step
+    tracker = Tracker(suite, list(suite.runs), io.StringIO(), parallel=2)
+    assert tracker.seconds_left() is None  # no PPO run has finished: no pace for PPO yet
+    assert "to go" not in tracker.line()
+    finish(ppo0, 4000, 1100.0, 100.0)  # PPO: 0.3 s per env step
+    tracker.done += 1
+    # room1: 1000 x 0.1 s, ppo1: 4000 x 0.3 s, two at a time; a failed run is not waited for.
+    assert tracker.seconds_left() == (100.0 + 1200.0) / 2
+    assert "; about 11 min to go at the finished runs' pace, 2 at a time" in tracker.line()
+    fresh = Tracker(suite, list(suite.runs), io.StringIO(), parallel=2)
+    fresh.failed.append(ppo1.run_id)
+    assert fresh.seconds_left() == 100.0 / 2
+    assert [fmt_duration(s) for s in (30, 600, 5400, 19080)] == [
+        "under a minute", "10 min", "1.5 h", "5.3 h"]
+    code, out, _ = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),
+                            "--dry-run", "--jobs", "2"], capsys)
+    assert code == 0 and "about 11 min of runs left at the finished runs' pace, 2 at a time" in out
+
+
 def test_shipped_suites_load():
     original = load_suite(REPO / "configs" / "suites" / "original.yaml")
     tasks = {r.env_id for r in original.runs}

@@ -450,7 +450,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_suite(args) -> int:
-    from omega.suite.run import check_outputs, job_state, run_suite, select_runs
+    from omega.suite.run import (
+        Tracker,
+        check_outputs,
+        fmt_duration,
+        job_state,
+        run_suite,
+        select_runs,
+    )
     from omega.suite.spec import load_suite
 
     if args.jobs is not None and args.jobs < 1:
@@ -475,6 +482,11 @@ def cmd_suite(args) -> int:
             what = (f"{job.agent_type}, {job.env_id}, budget {job.budget:,} env steps"
                     if hasattr(job, "budget") else f"random policy, {job.env_id}")
             print(f"  {job.run_id:<44} {job_state(out, job):<8} {what}")
+        jobs = args.jobs or 1
+        seconds = Tracker(suite, list(selected), sys.stdout, jobs).seconds_left()
+        if seconds is not None:
+            print(f"omega: suite {suite.name}: about {fmt_duration(seconds)} of runs left at "
+                  f"the finished runs' pace, {jobs} at a time")
         return 0
     if args.backend == "ray":
         from omega.training.distributed import check_reachable, import_ray

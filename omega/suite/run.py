@@ -431,20 +431,56 @@ def run_baseline(base: BaselineSpec, out: Path, context: dict[str, Any]) -> dict
 class Tracker:
     """Which jobs are done, running and left; prints the progress line when it changes."""
 
-    def __init__(self, suite: Suite, jobs: list[RunSpec | BaselineSpec], out_stream):
+    def __init__(self, suite: Suite, jobs: list[RunSpec | BaselineSpec], out_stream,
+                 parallel: int | None = 1):
         self.suite, self.out = suite, out_stream
         self.total = len(jobs)
+        self.runs = [j for j in jobs if isinstance(j, RunSpec)]
+        self.parallel = parallel  # runs at a time; None: unknown, no estimate
         self.done = sum(is_done(suite.output_dir, j) for j in jobs)
         self.running: set[str] = set()
         self.failed: list[str] = []
         self.codes: list[int | None] = []  # exit codes of the failed jobs
         self._last = ""
+        self._estimate: tuple[int, float | None] | None = None  # (done, seconds)
 
     def line(self) -> str:
         left = self.total - self.done - len(self.running) - len(self.failed)
         text = (f"omega: suite {self.suite.name}: {self.done}/{self.total} done, "
                 f"{len(self.running)} running, {left} left")
-        return text + (f", {len(self.failed)} failed" if self.failed else "")
+        text += f", {len(self.failed)} failed" if self.failed else ""
+        seconds = self.seconds_left() if (left or self.running) and self.parallel else None
+        if seconds is not None:
+            text += (f"; about {fmt_duration(seconds)} to go at the finished runs' pace, "
+                     f"{self.parallel} at a time")
+        return text
+
+    def seconds_left(self) -> float | None:
+        """Wall seconds until the unfinished runs are done: each one's budget at the wall
+        seconds per env step of the finished runs of its agent type (training and eval, as
+        they ran, beside whatever else did), ``parallel`` at a time. Running runs count in
+        full. None until every agent type left has a finished run."""
+        if self._estimate is not None and self._estimate[0] == self.done:
+            return self._estimate[1]
+        out = self.suite.output_dir
+        wall: dict[str, float] = {}
+        steps: dict[str, int] = {}
+        left: list[RunSpec] = []
+        for run in self.runs:
+            data = _read_json(result_path(out, run))
+            if data is None or data.get("spec_hash") != run.spec_hash:
+                if run.run_id not in self.failed:  # a failed run waits for the next command
+                    left.append(run)
+            elif data.get("env_steps"):
+                wall[run.agent_type] = wall.get(run.agent_type, 0.0) + float(
+                    data.get("train_wall_s") or 0) + float(data.get("eval_wall_s") or 0)
+                steps[run.agent_type] = steps.get(run.agent_type, 0) + int(data["env_steps"])
+        seconds: float | None = None
+        if left and all(r.agent_type in steps for r in left):
+            seconds = sum(r.budget * wall[r.agent_type] / steps[r.agent_type]
+                          for r in left) / self.parallel
+        self._estimate = (self.done, seconds)
+        return seconds
 
     def show(self, note: str | None = None) -> None:
         if note:
@@ -453,6 +489,15 @@ class Tracker:
         if text != self._last:
             print(text, file=self.out, flush=True)
             self._last = text
+
+
+def fmt_duration(seconds: float) -> str:
+    """``42 min``, ``5.3 h``, ``under a minute``."""
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _last_line(path: Path) -> str:
@@ -650,7 +695,8 @@ def run_suite(suite: Suite, parallel: int | None = 1, device: str = "cpu",
         jobs += select_runs(suite, only)
     todo = [j for j in jobs if not is_done(out, j)]
     partial = sum(job_state(out, j) == "partial" for j in todo)
-    tracker = Tracker(suite, jobs, stream)
+    # Ray without --jobs runs as many at once as its CPUs allow: no estimate then.
+    tracker = Tracker(suite, jobs, stream, parallel or (1 if backend == "local" else None))
     n_runs = len(jobs) - len(suite.baselines)
     print(f"omega: suite {suite.name}: {n_runs} runs ({len(suite.entries())} entries) and "
           f"{len(suite.baselines)} random-policy baselines in {out}; {len(jobs) - len(todo)} "
