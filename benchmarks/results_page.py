@@ -24,6 +24,8 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import yaml
+
 from omega.envs import SUCCESS_FROM_REWARD_PREFIXES
 from omega.suite.report import (
     entry_rows,
@@ -38,6 +40,7 @@ from omega.training.checkpoint import atomic_write_bytes
 ROOT = Path(__file__).resolve().parents[1]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+OBSERVATIONS = "observations.yaml"
 EXPERIMENTS = [
     ("env_step_rate.md", "the vectorised env's step rate"),
     ("ppo_throughput.md", "PPO's training throughput against the raw env (`omega bench`)"),
@@ -132,6 +135,33 @@ def clock_note(suite, results: list[dict], baselines: dict[str, dict]) -> str:
             "so an episode seed can play differently on another date: " + how + when + ".")
 
 
+def read_observations(data: Path) -> dict[str, str]:
+    """``data/observations.yaml``: entry name -> what its recordings show (written by whoever
+    watched them; the page quotes it under the row's numbers)."""
+    path = data / OBSERVATIONS
+    if not path.is_file():
+        return {}
+    notes = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(notes, dict) or not all(isinstance(v, str) for v in notes.values()):
+        raise SystemExit(f"results_page: {path} must map entry names to text")
+    return notes
+
+
+def misses(rows: list[dict], observations: dict[str, str]) -> list[str]:
+    """The rows whose finished runs fall short of 0.9: their numbers and what they do."""
+    lines = []
+    for row in rows:
+        finals = [run["success_rate"] for run in row["runs"]
+                  if run.get("success_rate") is not None]
+        if not finals or sum(finals) / len(finals) >= 0.9:
+            continue
+        c = row_cells(row)
+        seen = observations.get(row["name"], "Not yet looked at in its recordings.")
+        lines.append(f"- **{row['env_id']}, {row['agent_type']}** (`{row['name']}`): eval "
+                     f"success {c['success']}; failed episodes: {c['failures']}. {seen}")
+    return lines
+
+
 def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict],
          out: Path, plot_dir: Path, gif_dir: Path, data: Path) -> str:
     done = sum(len(r["runs"]) for r in rows)
@@ -205,6 +235,13 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         lines += ["", "† measured with an earlier version of the config (or of the suite's "
                   "settings) than the one shipped now; rerun the suite in a new output dir to "
                   "measure the current one."]
+    missed = misses(rows, read_observations(data))
+    if missed:
+        lines += ["", "## Misses: what the agent does instead", "",
+                  "Every finished row below 0.9, with how its eval episodes end and what its "
+                  f"recorded eval episodes show (`{_repo(data / OBSERVATIONS)}`, from `omega "
+                  "eval --record DIR --episodes N` on the run's last checkpoint and `omega play "
+                  "--file DIR`).", ""] + missed
     plotted = [t for t in tasks if (plot_dir / f"{t}.png").is_file()
                and any(r["runs"] for r in rows if r["env_id"] == t)]
     lines += ["", "## Learning curves", "",

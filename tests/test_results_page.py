@@ -67,6 +67,15 @@ def test_rows_come_from_the_results(tmp_path):
     assert "†" in stale and "earlier version of the config" in text
     assert text.count("not run") >= 30  # the other entries have no results
     assert "**Status: 2 of" in text
+    # The miss (0.5) gets its line under "Misses", the 0.97 row none; no observation yet.
+    missed = text.split("## Misses: what the agent does instead")[1].split("## ")[0]
+    assert "`muzero/room_5x5`" in missed and "`ppo/room_5x5`" not in missed
+    assert "eval success 0.50" in missed and "Not yet looked at in its recordings." in missed
+    (data / "observations.yaml").write_text(
+        "muzero/room_5x5: The hero walks into the east wall until the time limit.\n")
+    rp.main(["--data", str(data), "--out", str(out), "--assets", str(tmp_path / "assets"),
+             "--readme", str(readme)])
+    assert "walks into the east wall until the time limit." in out.read_text()
     assert (tmp_path / "assets" / "plots" / "MiniHack-Room-5x5-v0.png").is_file()
     assert "plots/MiniHack-Room-5x5-v0.png" in text
     new = readme.read_text()
