@@ -296,3 +296,16 @@ def test_ppo_save_resume_identical_params_and_step_count(tmp_path):
     assert main(["eval", "--dir", str(exp), "--episodes", "2", "--seed", "0", "--json",
                  str(out)]) == 0
     assert json.loads(out.read_text())["greedy"] is False
+
+
+def test_a_closed_stdout_ends_the_command_quietly():
+    # 'omega envs | head -1': the reader is gone before omega writes (a pipe with no reader).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "omega", "envs"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 128 + signal.SIGPIPE
+    assert proc.stderr == ""

@@ -524,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     except OmegaError as e:
         print(f"omega: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away ('omega envs | head'): stop quietly, as Unix tools
+        # do, and keep Python from reporting the failed flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as e:  # a file omega could not read or write: nothing is half-written
         print(f"omega: error: {describe_os_error(e)}", file=sys.stderr)
         return EXIT_IO
