@@ -26,10 +26,16 @@ from pathlib import Path
 
 import yaml
 
-from omega.config import ConfigError, config_from_dict, config_to_dict
+from omega.config import config_from_dict, config_to_dict
+from omega.errors import OmegaError
 from omega.training.checkpoint import atomic_write_bytes
 from omega.training.evaluate import evaluate
-from omega.training.experiment import find_checkpoint, load_experiment, load_trained_agent
+from omega.training.experiment import (
+    CHECKPOINT_DIR,
+    find_checkpoint,
+    load_experiment,
+    load_trained_agent,
+)
 
 # The muzero keys that change how the search acts and nothing the network learned.
 SEARCH_KEYS = ("num_simulations", "max_considered_actions", "gumbel_value_scale",
@@ -77,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.agent_type != "muzero":
                 raise ValueError(f"{run}: agent_type is {cfg.agent_type!r}; this evaluates "
                                  "MuZero runs")
-            runs.append((run, cfg, find_checkpoint(run, args.checkpoint),
-                         [variant_config(cfg, over) for _, over in variants]))
-    except (ValueError, ConfigError, FileNotFoundError) as e:
+            ckpt = find_checkpoint(run, args.checkpoint and run / CHECKPOINT_DIR / args.checkpoint)
+            if not ckpt.is_file():
+                raise ValueError(f"{run}: no checkpoint {ckpt.name} in {ckpt.parent}")
+            runs.append((run, cfg, ckpt, [variant_config(cfg, over) for _, over in variants]))
+    except (ValueError, OmegaError) as e:
         print(f"eval_search: {e}", file=sys.stderr)
         return 2
     rows = []

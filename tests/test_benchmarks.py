@@ -131,3 +131,9 @@ def test_eval_search_reevaluates_a_muzero_run_with_other_search_settings(tmp_pat
     assert "not KEY=VALUE over a search key" in capsys.readouterr().err
     assert eval_search.main(["--runs", str(exp), "--variant", "x:num_simulations=0"]) == 2
     assert "muzero.num_simulations" in capsys.readouterr().err
+    # A missing run or checkpoint is one line too.
+    assert eval_search.main(["--runs", str(tmp_path / "nope"), "--variant", "x"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert eval_search.main(["--runs", str(exp), "--variant", "x", "--checkpoint",
+                             "ckpt_9.msgpack"]) == 2
+    assert "no checkpoint ckpt_9.msgpack" in capsys.readouterr().err

@@ -442,7 +442,7 @@ class Tracker:
         self.failed: list[str] = []
         self.codes: list[int | None] = []  # exit codes of the failed jobs
         self._last = ""
-        self._estimate: tuple[int, float | None] | None = None  # (done, seconds)
+        self._estimate: tuple[tuple[int, int], float | None] | None = None  # (counts, s)
 
     def line(self) -> str:
         left = self.total - self.done - len(self.running) - len(self.failed)
@@ -460,7 +460,8 @@ class Tracker:
         seconds per env step of the finished runs of its agent type (training and eval, as
         they ran, beside whatever else did), ``parallel`` at a time. Running runs count in
         full. None until every agent type left has a finished run."""
-        if self._estimate is not None and self._estimate[0] == self.done:
+        counts = (self.done, len(self.failed))  # what the estimate depends on
+        if self._estimate is not None and self._estimate[0] == counts:
             return self._estimate[1]
         out = self.suite.output_dir
         wall: dict[str, float] = {}
@@ -479,7 +480,7 @@ class Tracker:
         if left and all(r.agent_type in steps for r in left):
             seconds = sum(r.budget * wall[r.agent_type] / steps[r.agent_type]
                           for r in left) / self.parallel
-        self._estimate = (self.done, seconds)
+        self._estimate = (counts, seconds)
         return seconds
 
     def show(self, note: str | None = None) -> None:
