@@ -135,6 +135,23 @@ def clock_note(suite, results: list[dict], baselines: dict[str, dict]) -> str:
             "so an episode seed can play differently on another date: " + how + when + ".")
 
 
+def penalty_note(suite) -> str | None:
+    """Which configs turn off MiniHack's -0.01 for an action that takes no game time
+    (``env.options.penalty_step``): their training reward differs from the task's default,
+    their success does not."""
+    changed = sorted({run.name for run in suite.runs
+                      if (run.config["env"].get("options") or {}).get("penalty_step") is not None})
+    if not changed:
+        return None
+    names = ", ".join(f"`{name}`" for name in changed)
+    return ("- *MiniHack's step penalty*: MiniHack takes 0.01 from the reward for every action "
+            "that uses no game time (walking into a wall, picking up where nothing lies, "
+            "applying with nothing to apply). " + names
+            + (" sets" if len(changed) == 1 else " set") + " `env.options.penalty_step` "
+            "(see each config's comment for why); success is what it is for the other rows, "
+            "only the training reward (and the return) changes.")
+
+
 def read_observations(data: Path) -> dict[str, str]:
     """``data/observations.yaml``: entry name -> what its recordings show (written by whoever
     watched them; the page quotes it under the row's numbers)."""
@@ -215,6 +232,7 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         "- *Random policy*: a uniformly random policy on the same eval episodes, with the "
         "task set up as the first config that names it sets it up (its time limit included).",
         clock_note(suite, results, baselines),
+        *filter(None, [penalty_note(suite)]),
         "",
         "| task | agent | config | budget | eval success | per seed | 95% CI | failed episodes "
         "| env steps to 0.9 | wall per run | random policy |",
