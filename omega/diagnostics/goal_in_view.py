@@ -1,0 +1,102 @@
+"""How often the goal was in the agent's view, per way the episodes ended.
+
+Reads an ``omega eval --json F --record DIR`` evaluation: the JSON's seeds and endings and
+each episode's recording. For every frame it finds the hero (``@``) and the goal glyph (``>``
+by default) on the map rows and counts the goal as in view when it lies within ``radius``
+cells of the hero in both directions (the ``glyphs_crop`` window: radius 4 for a 9x9 crop).
+Failed episodes that almost never had the goal in view are an exploration problem (finding
+the goal), failures with the goal in view a problem of going there::
+
+    omega eval --dir RUN --json eval.json --record recs
+    python -m omega.diagnostics.goal_in_view --eval-json eval.json --records recs --radius 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from omega.diagnostics._common import write_json
+from omega.training.evaluate import recording_path
+from omega.viz.ttyrec import read_ttyrec
+
+MAP_ROWS = slice(1, 22)  # the tty rows NetHack draws the map on (row 0: messages)
+
+
+def episode_view(chars: np.ndarray, goal: str = ">", radius: int = 4) -> dict:
+    """For one recording's frames [T, rows, cols] of characters: frames with the hero on the
+    map, the share of them with the goal within ``radius``, the first such frame (None: never)
+    and the distinct hero cells."""
+    hero_frames = in_view = 0
+    first = None
+    cells = set()
+    for t, screen in enumerate(chars):
+        tiles = screen[MAP_ROWS]
+        hero = np.argwhere(tiles == ord("@"))
+        if not len(hero):
+            continue
+        hy, hx = hero[0]
+        hero_frames += 1
+        cells.add((int(hy), int(hx)))
+        goals = np.argwhere(tiles == ord(goal))
+        if len(goals) and (np.abs(goals - hero[0]).max(axis=1) <= radius).any():
+            in_view += 1
+            first = t if first is None else first
+    return {"hero_frames": hero_frames, "goal_in_view_share": in_view / max(hero_frames, 1),
+            "first_in_view_frame": first, "distinct_cells": len(cells)}
+
+
+def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) -> dict:
+    data = json.loads(Path(eval_json).read_text())
+    seeds, endings = data.get("seeds"), data.get("endings")
+    if not seeds or not endings or len(seeds) != len(endings):
+        raise SystemExit(f"goal_in_view: {eval_json} has no per-episode seeds and endings; "
+                         "write it with 'omega eval --json'")
+    episodes = []
+    lengths = data.get("lengths") or [None] * len(seeds)
+    for seed, ending, length in zip(seeds, endings, lengths, strict=True):
+        path = recording_path(records, seed)
+        if not path.is_file():
+            raise SystemExit(f"goal_in_view: no recording {path}; record the same evaluation "
+                             "with 'omega eval --record DIR'")
+        view = episode_view(np.asarray(read_ttyrec(path).chars), goal, radius)
+        episodes.append({"seed": seed, "ending": ending, "length": length, **view})
+    by_ending = {}
+    for ending in dict.fromkeys(e["ending"] for e in episodes):
+        group = [e for e in episodes if e["ending"] == ending]
+        by_ending[ending] = {
+            "episodes": len(group),
+            "mean_goal_in_view_share": float(np.mean([e["goal_in_view_share"] for e in group])),
+            "never_in_view": sum(e["first_in_view_frame"] is None for e in group),
+            "mean_distinct_cells": float(np.mean([e["distinct_cells"] for e in group])),
+        }
+    return {"eval_json": str(eval_json), "records": str(records), "goal": goal,
+            "radius": radius, "by_ending": by_ending, "episodes": episodes}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--eval-json", type=Path, required=True, help="omega eval --json output")
+    parser.add_argument("--records", type=Path, required=True,
+                        help="the same evaluation's omega eval --record folder")
+    parser.add_argument("--goal", default=">", help="the goal's map character (default: >)")
+    parser.add_argument("--radius", type=int, default=4,
+                        help="cells from the hero that count as in view (4: a 9x9 crop)")
+    parser.add_argument("--json", type=Path, help="write the summary and every episode here")
+    args = parser.parse_args(argv)
+    if not args.eval_json.is_file():
+        raise SystemExit(f"goal_in_view: no file {args.eval_json}")
+    out = summarise(args.eval_json, args.records, args.goal, args.radius)
+    print(f"{'ending':<12} {'episodes':>8} {'goal in view':>13} {'never seen':>10} {'cells':>6}")
+    for ending, s in out["by_ending"].items():
+        print(f"{ending:<12} {s['episodes']:>8} {s['mean_goal_in_view_share']:>13.2f} "
+              f"{s['never_in_view']:>10} {s['mean_distinct_cells']:>6.1f}")
+    if args.json:
+        write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()
