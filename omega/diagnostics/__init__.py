@@ -13,6 +13,8 @@ Each is a module with a ``main(argv=None)``, run from the repository root as
   acting search produces.
 - ``memory_diagnosis``: where recurrent MuZero's learning signal on the memory task
   (Omega-Memory-K6-v0) gets lost, on a replay of scripted play.
+- ``goal_in_view``: in a recorded evaluation (``omega eval --json F --record DIR``), how
+  often the goal was within the hero's view, per way the episodes ended.
 
 The benchmarks (``benchmarks/``) produce the numbers of the results pages; these explain them.
 ``runs`` (no command line) holds what the benchmark scripts share: training a config on one
@@ -20,4 +22,4 @@ seed and evaluating it through the omega commands.
 """
 
 DIAGNOSTICS = ("model_probe", "river_transitions", "search_accuracy", "reanalyze_targets",
-               "memory_diagnosis")
+               "memory_diagnosis", "goal_in_view")

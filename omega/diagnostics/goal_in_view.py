@@ -78,7 +78,8 @@ def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m omega.diagnostics.goal_in_view",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--eval-json", type=Path, required=True, help="omega eval --json output")
     parser.add_argument("--records", type=Path, required=True,
                         help="the same evaluation's omega eval --record folder")
