@@ -53,8 +53,14 @@ def test_goal_in_view_by_ending(tmp_path, capsys):
         == pytest.approx(0.75)
 
 
-def test_missing_recording_is_one_line(tmp_path):
+def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
     ev = tmp_path / "eval.json"
     ev.write_text(json.dumps({"seeds": [7], "endings": ["solved"]}))
-    with pytest.raises(SystemExit, match="no recording .*seed7"):
-        goal_in_view.main(["--eval-json", str(ev), "--records", str(tmp_path)])
+    assert goal_in_view.main(["--eval-json", str(ev), "--records", str(tmp_path)]) == 2
+    assert "no recording" in capsys.readouterr().err
+    (tmp_path / "seed7.ttyrec3.bz2").write_bytes(b"not a recording")
+    assert goal_in_view.main(["--eval-json", str(ev), "--records", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    for bad in (tmp_path / "missing.json", tmp_path / "seed7.ttyrec3.bz2"):
+        assert goal_in_view.main(["--eval-json", str(bad), "--records", str(tmp_path)]) == 2
+        assert "cannot read" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +51,24 @@ def episode_view(chars: np.ndarray, goal: str = ">", radius: int = 4) -> dict:
 
 
 def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) -> dict:
-    data = json.loads(Path(eval_json).read_text())
+    """Raises ValueError (one line) for a missing or unreadable eval JSON or recording."""
+    try:
+        data = json.loads(Path(eval_json).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {eval_json} ({type(e).__name__}); give the file "
+                         "'omega eval --json' wrote") from None
     seeds, endings = data.get("seeds"), data.get("endings")
     if not seeds or not endings or len(seeds) != len(endings):
-        raise SystemExit(f"goal_in_view: {eval_json} has no per-episode seeds and endings; "
-                         "write it with 'omega eval --json'")
+        raise ValueError(f"{eval_json} has no per-episode seeds and endings; write it with "
+                         "'omega eval --json'")
     episodes = []
     lengths = data.get("lengths") or [None] * len(seeds)
     for seed, ending, length in zip(seeds, endings, lengths, strict=True):
         path = recording_path(records, seed)
         if not path.is_file():
-            raise SystemExit(f"goal_in_view: no recording {path}; record the same evaluation "
-                             "with 'omega eval --record DIR'")
-        view = episode_view(np.asarray(read_ttyrec(path).chars), goal, radius)
+            raise ValueError(f"no recording {path}; record the same evaluation with "
+                             "'omega eval --record DIR'")
+        view = episode_view(np.asarray(read_ttyrec(path).chars), goal, radius)  # ValueError
         episodes.append({"seed": seed, "ending": ending, "length": length, **view})
     by_ending = {}
     for ending in dict.fromkeys(e["ending"] for e in episodes):
@@ -77,7 +83,7 @@ def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) 
             "radius": radius, "by_ending": by_ending, "episodes": episodes}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m omega.diagnostics.goal_in_view",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--eval-json", type=Path, required=True, help="omega eval --json output")
@@ -88,16 +94,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="cells from the hero that count as in view (4: a 9x9 crop)")
     parser.add_argument("--json", type=Path, help="write the summary and every episode here")
     args = parser.parse_args(argv)
-    if not args.eval_json.is_file():
-        raise SystemExit(f"goal_in_view: no file {args.eval_json}")
-    out = summarise(args.eval_json, args.records, args.goal, args.radius)
+    if len(args.goal) != 1 or args.radius < 0:
+        parser.error("--goal is one map character and --radius a count of cells >= 0")
+    try:
+        out = summarise(args.eval_json, args.records, args.goal, args.radius)
+    except ValueError as e:
+        print(f"goal_in_view: {e}", file=sys.stderr)
+        return 2
     print(f"{'ending':<12} {'episodes':>8} {'goal in view':>13} {'never seen':>10} {'cells':>6}")
     for ending, s in out["by_ending"].items():
         print(f"{ending:<12} {s['episodes']:>8} {s['mean_goal_in_view_share']:>13.2f} "
               f"{s['never_in_view']:>10} {s['mean_distinct_cells']:>6.1f}")
     if args.json:
         write_json(args.json, out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
