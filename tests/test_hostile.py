@@ -160,6 +160,7 @@ def test_cleanup_deletes_only_omegas_files_and_asks_first(tmp_path, capsys, monk
     assert main(["cleanup", "--dir", str(exp)]) == 0
     assert not list_checkpoints(exp / "checkpoints") and not (exp / "metrics.csv").exists()
     assert not list((exp / "episodes").rglob("*.ttyrec*"))
+    assert not list((exp / "episodes").rglob("nle.*"))  # NetHack's score files beside them
     assert not list((exp / "tb").glob("events.out.tfevents.*"))
     for path in mine:
         assert path.read_text() == "mine"

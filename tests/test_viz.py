@@ -235,3 +235,28 @@ def test_truncated_recording_keeps_complete_records(recorded, tmp_path):
     ep = read_ttyrec(path)
     assert ep.truncated and ep.version == 3
     assert 0 < len(ep) < len(read_ttyrec(recorded[0]))
+
+
+def test_recorded_death_has_no_missing_score_file_message(tmp_path):
+    """NLE creates only one of NetHack's three score files beside a recording; the game's end
+    screens then read "Cannot open file .../nle.<pid>.logfile" unless omega creates the rest."""
+    pytest.importorskip("minihack")
+    from omega.envs import make
+
+    env = make("MiniHack-CorridorBattle-v0", observation_keys=["glyphs_crop", "blstats"],
+               record_dir=tmp_path, record_every=1)
+    rng = np.random.default_rng(0)
+    try:
+        for episode_seed in range(5):  # a random hero dies among the rats within ~100 steps
+            env.reset(seed=episode_seed)
+            for _ in range(500):
+                _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+                if term or trunc:
+                    break
+    finally:
+        env.close()
+    screens = ["\n".join(bytes(row).decode("latin-1") for row in frame)
+               for path in sorted(tmp_path.glob("*.ttyrec*"))
+               for frame in read_ttyrec(path).chars]
+    assert any("You died" in s for s in screens), "no episode ended in a death"
+    assert not [s for s in screens if "Cannot open file" in s]

@@ -124,6 +124,12 @@ def make(
     else:
         kwargs["savedir"] = None
     env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    if kwargs["savedir"] is not None:
+        # NLE names NetHack's score files after the recording (nle.<pid>.*) but creates only the
+        # xlogfile; without the other two every end-of-game screen in a recording reads
+        # "Cannot open file .../nle.<pid>.logfile. Is NetHack installed correctly?".
+        for name in ("logfile", "record"):
+            (Path(kwargs["savedir"]) / f"nle.{os.getpid()}.{name}").touch()
     if action_set == "full" and env.action_space.n != len(nethack.ACTIONS):
         env.close()
         raise ValueError(f"{env_id} does not take the full action set ({env.action_space.n} "

@@ -52,7 +52,7 @@ _OUTPUT_PATTERNS = tuple(re.compile(p) for p in (
     r"metrics\.csv(\.tmp)?",
     r"tb/events\.out\.tfevents\.[^/]+",
     r"episodes/env_\d{3,}/nle\.\d+\.\d+\.ttyrec\d?(\.bz2)?",
-    r"episodes/env_\d{3,}/nle\.\d+\.xlogfile",
+    r"episodes/env_\d{3,}/nle\.\d+\.(xlogfile|logfile|record)",
     r"wandb/(offline-run|run)-[^/]+",  # a W&B run dir (deleted as a whole)
     r"wandb/latest-run",
     r"wandb/debug(-internal|-cli\.[^/]+)?\.log",
