@@ -46,6 +46,8 @@ class ObservationConfig:
 class RewardShapingConfig:
     step_penalty: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     success_bonus: float = dataclasses.field(default=0.0, metadata=_range(0.0))
+    # Per NetHack experience point gained (a kill bonus at experience level 1).
+    experience_bonus: float = dataclasses.field(default=0.0, metadata=_range(0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -487,7 +489,7 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 
 _ADDED_LATER: dict[str, tuple[str, ...]] = {
-    "env": ("action_set",),
+    "env": ("action_set", "reward_shaping.experience_bonus"),
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",
@@ -580,9 +582,13 @@ def _without_added_defaults(cfg: ExperimentConfig) -> dict[str, Any]:
     upgrade."""
     data = config_to_dict(cfg)
     for section, keys in _ADDED_LATER.items():
-        fields = {f.name: f for f in dataclasses.fields(type(getattr(cfg, section)))}
         for key in keys:
-            if key in data.get(section, {}) and \
-                    data[section][key] == _plain(_field_default(fields[key])):
-                data[section].pop(key)
+            # A dotted key is nested: "reward_shaping.experience_bonus" in env.
+            *parents, name = key.split(".")
+            obj, values = getattr(cfg, section), data.get(section, {})
+            for parent in parents:
+                obj, values = getattr(obj, parent), values.get(parent, {})
+            fields = {f.name: f for f in dataclasses.fields(type(obj))}
+            if name in values and values[name] == _plain(_field_default(fields[name])):
+                values.pop(name)
     return data

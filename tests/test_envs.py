@@ -2,13 +2,14 @@
 
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 from nle import nethack
 
 from omega.envs import make, registered_env_ids
-from omega.envs.wrappers import PAD_GLYPH, crop_around
+from omega.envs.wrappers import PAD_GLYPH, RewardShaping, crop_around
 
 ALL_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
 
@@ -112,6 +113,65 @@ def test_success_bonus_and_success_flag():
                 return
             env.reset()
     pytest.fail("random policy never reached the goal")
+
+
+class _ScriptedExperience(gym.Env):
+    """Raw NLE-like observations whose experience points follow a script."""
+
+    observation_space = gym.spaces.Dict({"blstats": gym.spaces.Box(
+        -np.inf, np.inf, (nethack.NLE_BLSTATS_SIZE,), np.int64)})
+    action_space = gym.spaces.Discrete(1)
+
+    def __init__(self, experience):
+        self.experience, self.t = list(experience), 0
+
+    def _obs(self):
+        blstats = np.zeros(nethack.NLE_BLSTATS_SIZE, np.int64)
+        blstats[nethack.NLE_BL_EXP] = self.experience[self.t]
+        return {"blstats": blstats}
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 0.5, self.t == len(self.experience) - 1, False, {"success": False}
+
+
+def test_experience_bonus_pays_per_point_gained_and_never_charges():
+    # Starts at 4 points (not paid), gains 2 and 7, loses 3 (a level drain: not charged),
+    # regains 1 (paid: the bonus follows the points, not their highest value).
+    env = RewardShaping(_ScriptedExperience([4, 6, 6, 13, 10, 11]), step_penalty=0.01,
+                        experience_bonus=0.05)
+    env.reset()
+    rewards = [env.step(0)[1] for _ in range(5)]
+    assert rewards == pytest.approx([0.5 - 0.01 + 0.05 * d for d in (2, 0, 7, 0, 1)])
+    env.reset()  # the count restarts from the new episode's points
+    assert env.step(0)[1] == pytest.approx(0.5 - 0.01 + 0.05 * 2)
+
+
+def test_experience_bonus_pays_for_kills_in_nethack():
+    # A random knight among six giant rats (level 1: 1 + 1^2 = 2 experience points each).
+    env = make("MiniHack-CorridorBattle-v0", observation_keys=["glyphs_crop"],
+               experience_bonus=0.05)
+    plain = make("MiniHack-CorridorBattle-v0", observation_keys=["glyphs_crop"])
+    rng = np.random.default_rng(4)
+    bonuses = []
+    for episode in range(8):
+        env.reset(seed=episode)
+        plain.reset(seed=episode)
+        for _ in range(400):
+            a = int(rng.integers(env.action_space.n))
+            (_, r, term, trunc, _), (_, r0, _, _, _) = env.step(a), plain.step(a)
+            if r != pytest.approx(r0):
+                bonuses.append(r - r0)
+            if term or trunc:
+                break
+    env.close()
+    plain.close()
+    assert bonuses, "no kill in 8 random episodes"
+    assert bonuses == pytest.approx([0.05 * 2] * len(bonuses))
 
 
 def test_unknown_env_id():

@@ -90,6 +90,7 @@ def make(
     crop_size: int = 9,
     step_penalty: float = 0.0,
     success_bonus: float = 0.0,
+    experience_bonus: float = 0.0,
     max_episode_steps: int | None = None,
     record_dir: str | os.PathLike | None = None,
     record_every: int = 0,
@@ -101,7 +102,8 @@ def make(
     Args:
       observation_keys: any of ``glyphs``, ``glyphs_crop``, ``blstats``, ``message``.
       crop_size: side of the ``glyphs_crop`` window centred on the agent.
-      step_penalty, success_bonus: reward shaping (off by default).
+      step_penalty, success_bonus, experience_bonus: reward shaping (off by default; see
+        :class:`~omega.envs.wrappers.RewardShaping`).
       max_episode_steps: an extra time limit (reported as truncation), on top of the env's own.
       record_dir, record_every: write every ``record_every``-th episode as an NLE ttyrec.
       action_set: ``default`` (the env's own actions) or ``full`` (all of
@@ -113,7 +115,10 @@ def make(
     if action_set not in ACTION_SETS:
         raise ValueError(f"action_set must be one of {', '.join(ACTION_SETS)}, got {action_set!r}")
     kwargs = dict(options)
-    kwargs["observation_keys"] = raw_keys_for(observation_keys)
+    raw_keys = set(raw_keys_for(observation_keys))
+    if experience_bonus:
+        raw_keys.add("blstats")  # the shaping reads the hero's experience points from it
+    kwargs["observation_keys"] = tuple(sorted(raw_keys))
     # NetHackChallenge fixes its actions to the full keyboard and rejects an 'actions' kwarg.
     if action_set == "full" and not env_id.startswith("NetHackChallenge"):
         kwargs["actions"] = nethack.ACTIONS
@@ -138,8 +143,9 @@ def make(
     env = TimeLimitIsTruncation(env, success_from_reward=success_from_reward(env_id))
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
-    if step_penalty or success_bonus:
-        env = RewardShaping(env, step_penalty=step_penalty, success_bonus=success_bonus)
+    if step_penalty or success_bonus or experience_bonus:
+        env = RewardShaping(env, step_penalty=step_penalty, success_bonus=success_bonus,
+                            experience_bonus=experience_bonus)
     return ObservationSpec(env, observation_keys, crop_size)
 
 
@@ -156,6 +162,7 @@ class EnvFactory:
     crop_size: int = 9
     step_penalty: float = 0.0
     success_bonus: float = 0.0
+    experience_bonus: float = 0.0
     max_episode_steps: int | None = None
     record_root: str | None = None
     record_every: int = 0
@@ -172,6 +179,7 @@ class EnvFactory:
             crop_size=self.crop_size,
             step_penalty=self.step_penalty,
             success_bonus=self.success_bonus,
+            experience_bonus=self.experience_bonus,
             max_episode_steps=self.max_episode_steps,
             record_dir=record_dir,
             record_every=self.record_every,
@@ -188,6 +196,7 @@ class EnvFactory:
             crop_size=env_cfg.observation.crop_size,
             step_penalty=env_cfg.reward_shaping.step_penalty,
             success_bonus=env_cfg.reward_shaping.success_bonus,
+            experience_bonus=env_cfg.reward_shaping.experience_bonus,
             max_episode_steps=env_cfg.max_episode_steps,
             record_root=record_root,
             record_every=record_every,

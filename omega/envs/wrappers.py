@@ -94,18 +94,44 @@ class TimeLimitIsTruncation(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 class RewardShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    def __init__(self, env: gym.Env, step_penalty: float = 0.0, success_bonus: float = 0.0):
+    """Adds shaping terms to the env's reward (``success`` in ``info`` is left as it is).
+
+    ``experience_bonus`` pays that much per NetHack experience point the hero gains (blstats'
+    ``NLE_BL_EXP``): at experience level 1 the points come from killing monsters, so it is a
+    kill bonus that grows with the monster's level, read from the game rather than from its
+    messages. Needs ``blstats`` among the raw observation keys.
+    """
+
+    def __init__(self, env: gym.Env, step_penalty: float = 0.0, success_bonus: float = 0.0,
+                 experience_bonus: float = 0.0):
         gym.utils.RecordConstructorArgs.__init__(
-            self, step_penalty=step_penalty, success_bonus=success_bonus)
+            self, step_penalty=step_penalty, success_bonus=success_bonus,
+            experience_bonus=experience_bonus)
         gym.Wrapper.__init__(self, env)
         self.step_penalty = float(step_penalty)
         self.success_bonus = float(success_bonus)
+        self.experience_bonus = float(experience_bonus)
+        self._experience = 0
+
+    def _read_experience(self, obs) -> int:
+        return int(obs["blstats"][nethack.NLE_BL_EXP])
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        if self.experience_bonus:
+            self._experience = self._read_experience(obs)
+        return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         reward = float(reward) - self.step_penalty
         if info.get("success"):
             reward += self.success_bonus
+        if self.experience_bonus:
+            experience = self._read_experience(obs)
+            # Points lost (level drain) are not charged: the bonus only pays for progress.
+            reward += self.experience_bonus * max(0, experience - self._experience)
+            self._experience = experience
         return obs, reward, terminated, truncated, info
 
 
