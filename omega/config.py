@@ -48,6 +48,8 @@ class RewardShapingConfig:
     success_bonus: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     # Per NetHack experience point gained (a kill bonus at experience level 1).
     experience_bonus: float = dataclasses.field(default=0.0, metadata=_range(0.0))
+    # The first time in an episode the hero stands on a cell (an exploration bonus).
+    new_cell_bonus: float = dataclasses.field(default=0.0, metadata=_range(0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -489,7 +491,8 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 
 _ADDED_LATER: dict[str, tuple[str, ...]] = {
-    "env": ("action_set", "reward_shaping.experience_bonus"),
+    "env": ("action_set", "reward_shaping.experience_bonus",
+            "reward_shaping.new_cell_bonus"),
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",

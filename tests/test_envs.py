@@ -116,18 +116,22 @@ def test_success_bonus_and_success_flag():
 
 
 class _ScriptedExperience(gym.Env):
-    """Raw NLE-like observations whose experience points follow a script."""
+    """Raw NLE-like observations whose experience points and hero cell follow a script."""
 
     observation_space = gym.spaces.Dict({"blstats": gym.spaces.Box(
         -np.inf, np.inf, (nethack.NLE_BLSTATS_SIZE,), np.int64)})
     action_space = gym.spaces.Discrete(1)
 
-    def __init__(self, experience):
+    def __init__(self, experience, cells=None):
         self.experience, self.t = list(experience), 0
+        self.cells = list(cells) if cells is not None else [(0, 1, 5, 5)] * len(self.experience)
 
     def _obs(self):
         blstats = np.zeros(nethack.NLE_BLSTATS_SIZE, np.int64)
         blstats[nethack.NLE_BL_EXP] = self.experience[self.t]
+        dnum, dlevel, x, y = self.cells[self.t]
+        blstats[nethack.NLE_BL_DNUM], blstats[nethack.NLE_BL_DLEVEL] = dnum, dlevel
+        blstats[nethack.NLE_BL_X], blstats[nethack.NLE_BL_Y] = x, y
         return {"blstats": blstats}
 
     def reset(self, *, seed=None, options=None):
@@ -149,6 +153,18 @@ def test_experience_bonus_pays_per_point_gained_and_never_charges():
     assert rewards == pytest.approx([0.5 - 0.01 + 0.05 * d for d in (2, 0, 7, 0, 1)])
     env.reset()  # the count restarts from the new episode's points
     assert env.step(0)[1] == pytest.approx(0.5 - 0.01 + 0.05 * 2)
+
+
+def test_new_cell_bonus_pays_each_cell_once_per_episode():
+    # Start (5,5) is visited; (6,5) new, back to (5,5) not, (6,5) not, (6,5) one level down
+    # new (another level's cell), (7,5) new.
+    cells = [(0, 1, 5, 5), (0, 1, 6, 5), (0, 1, 5, 5), (0, 1, 6, 5), (0, 2, 6, 5), (0, 2, 7, 5)]
+    env = RewardShaping(_ScriptedExperience([0] * 6, cells), new_cell_bonus=0.01)
+    env.reset()
+    assert [env.step(0)[1] for _ in range(5)] == pytest.approx(
+        [0.5 + 0.01 * new for new in (1, 0, 0, 1, 1)])
+    env.reset()  # a new episode forgets the visits
+    assert env.step(0)[1] == pytest.approx(0.51)
 
 
 def test_experience_bonus_pays_for_kills_in_nethack():

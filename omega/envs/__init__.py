@@ -91,6 +91,7 @@ def make(
     step_penalty: float = 0.0,
     success_bonus: float = 0.0,
     experience_bonus: float = 0.0,
+    new_cell_bonus: float = 0.0,
     max_episode_steps: int | None = None,
     record_dir: str | os.PathLike | None = None,
     record_every: int = 0,
@@ -102,7 +103,7 @@ def make(
     Args:
       observation_keys: any of ``glyphs``, ``glyphs_crop``, ``blstats``, ``message``.
       crop_size: side of the ``glyphs_crop`` window centred on the agent.
-      step_penalty, success_bonus, experience_bonus: reward shaping (off by default; see
+      step_penalty, success_bonus, experience_bonus, new_cell_bonus: reward shaping (off by default; see
         :class:`~omega.envs.wrappers.RewardShaping`).
       max_episode_steps: an extra time limit (reported as truncation), on top of the env's own.
       record_dir, record_every: write every ``record_every``-th episode as an NLE ttyrec.
@@ -116,8 +117,8 @@ def make(
         raise ValueError(f"action_set must be one of {', '.join(ACTION_SETS)}, got {action_set!r}")
     kwargs = dict(options)
     raw_keys = set(raw_keys_for(observation_keys))
-    if experience_bonus:
-        raw_keys.add("blstats")  # the shaping reads the hero's experience points from it
+    if experience_bonus or new_cell_bonus:
+        raw_keys.add("blstats")  # the shaping reads the hero's experience and cell from it
     kwargs["observation_keys"] = tuple(sorted(raw_keys))
     # NetHackChallenge fixes its actions to the full keyboard and rejects an 'actions' kwarg.
     if action_set == "full" and not env_id.startswith("NetHackChallenge"):
@@ -143,9 +144,9 @@ def make(
     env = TimeLimitIsTruncation(env, success_from_reward=success_from_reward(env_id))
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
-    if step_penalty or success_bonus or experience_bonus:
+    if step_penalty or success_bonus or experience_bonus or new_cell_bonus:
         env = RewardShaping(env, step_penalty=step_penalty, success_bonus=success_bonus,
-                            experience_bonus=experience_bonus)
+                            experience_bonus=experience_bonus, new_cell_bonus=new_cell_bonus)
     return ObservationSpec(env, observation_keys, crop_size)
 
 
@@ -163,6 +164,7 @@ class EnvFactory:
     step_penalty: float = 0.0
     success_bonus: float = 0.0
     experience_bonus: float = 0.0
+    new_cell_bonus: float = 0.0
     max_episode_steps: int | None = None
     record_root: str | None = None
     record_every: int = 0
@@ -180,6 +182,7 @@ class EnvFactory:
             step_penalty=self.step_penalty,
             success_bonus=self.success_bonus,
             experience_bonus=self.experience_bonus,
+            new_cell_bonus=self.new_cell_bonus,
             max_episode_steps=self.max_episode_steps,
             record_dir=record_dir,
             record_every=self.record_every,
@@ -197,6 +200,7 @@ class EnvFactory:
             step_penalty=env_cfg.reward_shaping.step_penalty,
             success_bonus=env_cfg.reward_shaping.success_bonus,
             experience_bonus=env_cfg.reward_shaping.experience_bonus,
+            new_cell_bonus=env_cfg.reward_shaping.new_cell_bonus,
             max_episode_steps=env_cfg.max_episode_steps,
             record_root=record_root,
             record_every=record_every,

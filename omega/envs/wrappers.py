@@ -99,27 +99,40 @@ class RewardShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``experience_bonus`` pays that much per NetHack experience point the hero gains (blstats'
     ``NLE_BL_EXP``): at experience level 1 the points come from killing monsters, so it is a
     kill bonus that grows with the monster's level, read from the game rather than from its
-    messages. Needs ``blstats`` among the raw observation keys.
+    messages. ``new_cell_bonus`` pays that much the first time in an episode the hero stands on
+    a map cell (an episodic visit count's bonus, kept to the first visit): it pays for
+    exploring, which a sparse goal out of sight needs. Both read ``blstats`` from the raw
+    observation.
     """
 
     def __init__(self, env: gym.Env, step_penalty: float = 0.0, success_bonus: float = 0.0,
-                 experience_bonus: float = 0.0):
+                 experience_bonus: float = 0.0, new_cell_bonus: float = 0.0):
         gym.utils.RecordConstructorArgs.__init__(
             self, step_penalty=step_penalty, success_bonus=success_bonus,
-            experience_bonus=experience_bonus)
+            experience_bonus=experience_bonus, new_cell_bonus=new_cell_bonus)
         gym.Wrapper.__init__(self, env)
         self.step_penalty = float(step_penalty)
         self.success_bonus = float(success_bonus)
         self.experience_bonus = float(experience_bonus)
+        self.new_cell_bonus = float(new_cell_bonus)
         self._experience = 0
+        self._visited: set[tuple[int, int, int, int]] = set()
 
     def _read_experience(self, obs) -> int:
         return int(obs["blstats"][nethack.NLE_BL_EXP])
+
+    @staticmethod
+    def _cell(obs) -> tuple[int, int, int, int]:
+        b = obs["blstats"]
+        return (int(b[nethack.NLE_BL_DNUM]), int(b[nethack.NLE_BL_DLEVEL]),
+                int(b[nethack.NLE_BL_X]), int(b[nethack.NLE_BL_Y]))
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         if self.experience_bonus:
             self._experience = self._read_experience(obs)
+        if self.new_cell_bonus:
+            self._visited = {self._cell(obs)}
         return obs, info
 
     def step(self, action):
@@ -132,6 +145,11 @@ class RewardShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
             # Points lost (level drain) are not charged: the bonus only pays for progress.
             reward += self.experience_bonus * max(0, experience - self._experience)
             self._experience = experience
+        if self.new_cell_bonus:
+            cell = self._cell(obs)
+            if cell not in self._visited:
+                self._visited.add(cell)
+                reward += self.new_cell_bonus
         return obs, reward, terminated, truncated, info
 
 
