@@ -152,6 +152,23 @@ def penalty_note(suite) -> str | None:
             "only the training reward (and the return) changes.")
 
 
+def shaping_note(suite) -> str | None:
+    """Which configs train on a shaped reward (``env.reward_shaping``): their training reward
+    (and eval return) differ from the task's, their success does not."""
+    shaped = {}
+    for run in suite.runs:
+        keys = {k: v for k, v in (run.config["env"].get("reward_shaping") or {}).items() if v}
+        if keys:
+            shaped[run.name] = ", ".join(f"{k} {v:g}" for k, v in sorted(keys.items()))
+    if not shaped:
+        return None
+    names = "; ".join(f"`{name}` ({how})" for name, how in sorted(shaped.items()))
+    return ("- *Reward shaping*: " + names + " train on the task's reward plus "
+            "`env.reward_shaping` terms (see each config's comment for why; "
+            "docs/configuration.md says what each pays). Success is the task's; the return "
+            "includes the shaping.")
+
+
 def read_observations(data: Path) -> dict[str, str]:
     """``data/observations.yaml``: entry name -> what its recordings show (written by whoever
     watched them; the page quotes it under the row's numbers)."""
@@ -232,7 +249,7 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         "- *Random policy*: a uniformly random policy on the same eval episodes, with the "
         "task set up as the first config that names it sets it up (its time limit included).",
         clock_note(suite, results, baselines),
-        *filter(None, [penalty_note(suite)]),
+        *filter(None, [penalty_note(suite), shaping_note(suite)]),
         "",
         "| task | agent | config | budget | eval success | per seed | 95% CI | failed episodes "
         "| env steps to 0.9 | wall per run | random policy |",

@@ -69,6 +69,9 @@ def test_rows_come_from_the_results(tmp_path):
     assert "**Status: 2 of" in text
     # The configs that turn off MiniHack's step penalty are named under "How to read".
     assert "*MiniHack's step penalty*" in text and "`ppo/keyroom_s5` sets `env.options.penalty_step`" in text
+    # So are the configs that train on a shaped reward, with what they add.
+    flat = " ".join(text.split())  # the page wraps its lines
+    assert "*Reward shaping*" in flat and "`ppo/memory_k10` (step_penalty 0.03)" in flat
     # The miss (0.5) gets its line under "Misses", the 0.97 row none; no observation yet.
     missed = text.split("## Misses: what the agent does instead")[1].split("## ")[0]
     assert "`muzero/room_5x5`" in missed and "`ppo/room_5x5`" not in missed
