@@ -103,8 +103,8 @@ def make(
     Args:
       observation_keys: any of ``glyphs``, ``glyphs_crop``, ``blstats``, ``message``.
       crop_size: side of the ``glyphs_crop`` window centred on the agent.
-      step_penalty, success_bonus, experience_bonus, new_cell_bonus: reward shaping (off by default; see
-        :class:`~omega.envs.wrappers.RewardShaping`).
+      step_penalty, success_bonus, experience_bonus, new_cell_bonus: reward shaping (off by
+        default; see :class:`~omega.envs.wrappers.RewardShaping`).
       max_episode_steps: an extra time limit (reported as truncation), on top of the env's own.
       record_dir, record_every: write every ``record_every``-th episode as an NLE ttyrec.
       action_set: ``default`` (the env's own actions) or ``full`` (all of
