@@ -25,7 +25,7 @@ from omega.agents.ppo.config import PPOConfig
 from omega.errors import ConfigError
 from omega.models.encoders import EncoderConfig
 
-OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
+OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "visited_crop", "blstats", "message")
 # Env constructor kwargs omega sets itself (omega.envs.make), and the keys that set them.
 OMEGA_ENV_KWARGS = {"observation_keys": "env.observation.keys",
                     "actions": "env.action_set", "savedir": "record.every_n_episodes",
@@ -311,6 +311,12 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
                 f"choose from {', '.join(OBSERVATION_KEYS)}")
     if not cfg.env.observation.keys:
         raise ConfigError("config key 'env.observation.keys' must name at least one observation")
+    if ("visited_crop" in cfg.env.observation.keys
+            and "glyphs_crop" not in cfg.model.map_keys):
+        raise ConfigError(
+            "config key 'env.observation.keys' has 'visited_crop', which the encoder reads "
+            f"with the glyph crop, but model.map is {cfg.model.map!r}; set model.map to "
+            "'crop' or 'both' (with 'glyphs_crop' in the keys), or drop 'visited_crop'")
     if cfg.env.num_workers > cfg.env.num_envs:
         raise ConfigError(
             f"config key 'env.num_workers' ({cfg.env.num_workers}) must be <= env.num_envs "

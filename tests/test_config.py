@@ -47,6 +47,8 @@ def run_make(tmp_path, config_text, capsys):
         ("env:\n  id: MiniHack-Room-5x5-v9\n", "unknown environment 'MiniHack-Room-5x5-v9'; did you mean 'MiniHack-Room-5x5-v0'?"),
         ("agent_type: dqn\n", "config key 'agent_type' must be one of"),
         ("env:\n  observation:\n    keys: [glyphs, pixels]\n", "unknown key 'pixels'"),
+        ("env:\n  observation:\n    keys: [glyphs, visited_crop]\nmodel:\n  map: full\n",
+         "has 'visited_crop', which the encoder reads with the glyph crop, but model.map is 'full'"),
         ("env: [1, 2]\n", "config key 'env' must be a mapping"),
         ("env:\n  num_envs: 2\n  num_workers: 4\n", "'env.num_workers' (4) must be <= env.num_envs (2)"),
         ("env: {id: [\n", "is not valid YAML"),

@@ -130,6 +130,25 @@ def test_missing_map_key_is_a_clear_error():
         jax.eval_shape(make_encoder(cfg).init, jax.random.PRNGKey(0), obs, None, None)
 
 
+@pytest.mark.parametrize("kind", ["plain", "perceiver"])
+def test_visited_crop_changes_the_encoding_only_where_read(kind):
+    cfg = EncoderConfig(kind=kind, map="crop", **SMALL)
+    model = make_encoder(cfg)
+    obs = make_obs(["glyphs_crop", "blstats"])
+    visited = np.zeros((B, 5, 5), np.uint8)
+    visited[:, 2, 2] = 1
+    params = model.init(jax.random.PRNGKey(0), {**obs, "visited_crop": visited}, None, None)
+    assert "visited" in params["params"]
+    assert "visited_crop" in cfg.used_keys()
+    # Initialised visit embeddings differ, so a map with one more visited cell encodes differently.
+    more = visited.copy()
+    more[:, 2, 3] = 1
+    h1, _ = model.apply(params, {**obs, "visited_crop": visited}, None, None)
+    h2, _ = model.apply(params, {**obs, "visited_crop": more}, None, None)
+    assert not np.allclose(h1, h2)
+    assert "visited_crop" not in EncoderConfig(map="full").used_keys()
+
+
 def test_glyph_feature_tables():
     n = enc.NUM_GLYPHS
     assert n == nethack.MAX_GLYPH + 1

@@ -9,9 +9,9 @@ from gymnasium.utils.env_checker import check_env
 from nle import nethack
 
 from omega.envs import make, registered_env_ids
-from omega.envs.wrappers import PAD_GLYPH, RewardShaping, crop_around
+from omega.envs.wrappers import PAD_GLYPH, ObservationSpec, RewardShaping, crop_around
 
-ALL_KEYS = ("glyphs", "glyphs_crop", "blstats", "message")
+ALL_KEYS = ("glyphs", "glyphs_crop", "visited_crop", "blstats", "message")
 
 
 def test_registry_has_nle_minihack_and_omega_ids():
@@ -32,6 +32,9 @@ def test_observation_spec(env_id):
     assert obs["blstats"].shape == (nethack.NLE_BLSTATS_SIZE,) and obs["blstats"].dtype == np.float32
     assert np.all(np.abs(obs["blstats"]) <= 5)
     assert obs["message"].shape == (256,) and obs["message"].dtype == np.uint8
+    # Only the start cell is visited after a reset.
+    assert obs["visited_crop"].dtype == np.uint8 and obs["visited_crop"].sum() == 1
+    assert obs["visited_crop"][3, 3] == 1
     assert env.observation_space.contains(obs)
     # The crop is centred on the agent: the centre glyph is the player's.
     assert nethack.glyph_is_monster(int(obs["glyphs_crop"][3, 3]))
@@ -165,6 +168,49 @@ def test_new_cell_bonus_pays_each_cell_once_per_episode():
         [0.5 + 0.01 * new for new in (1, 0, 0, 1, 1)])
     env.reset()  # a new episode forgets the visits
     assert env.step(0)[1] == pytest.approx(0.51)
+
+
+def test_visited_crop_marks_the_cells_of_this_episode_and_level():
+    # (5,5) start; (6,5); back to (5,5); (6,5) one level down (that level's first visit);
+    # (7,5) on that level.
+    cells = [(0, 1, 5, 5), (0, 1, 6, 5), (0, 1, 5, 5), (0, 2, 6, 5), (0, 2, 7, 5), (0, 2, 7, 5)]
+    env = ObservationSpec(_ScriptedExperience([0] * 6, cells), ["visited_crop"], crop_size=3)
+    obs, _ = env.reset()
+    np.testing.assert_array_equal(obs["visited_crop"], [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+    obs = env.step(0)[0]  # at (6,5): the start is to the west
+    np.testing.assert_array_equal(obs["visited_crop"], [[0, 0, 0], [1, 1, 0], [0, 0, 0]])
+    obs = env.step(0)[0]  # back at (5,5): (6,5) is to the east
+    np.testing.assert_array_equal(obs["visited_crop"], [[0, 0, 0], [0, 1, 1], [0, 0, 0]])
+    obs = env.step(0)[0]  # level 2: nothing of level 1 shows
+    np.testing.assert_array_equal(obs["visited_crop"], [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+    obs = env.step(0)[0]
+    np.testing.assert_array_equal(obs["visited_crop"], [[0, 0, 0], [1, 1, 0], [0, 0, 0]])
+    obs, _ = env.reset()  # a new episode starts with an empty map
+    assert obs["visited_crop"].sum() == 1
+
+
+def test_visited_crop_follows_the_hero_in_nethack():
+    env = make("MiniHack-Room-15x15-v0", observation_keys=["glyphs_crop", "visited_crop",
+                                                           "blstats"], crop_size=5)
+    rng = np.random.default_rng(0)
+
+    def hero():
+        blstats = env.unwrapped.last_observation[env.unwrapped._blstats_index]
+        return int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
+
+    env.reset(seed=0)
+    visited = {hero()}
+    for _ in range(60):
+        obs, _, term, trunc, _ = env.step(int(rng.integers(8)))  # the 8 compass moves
+        x, y = hero()
+        visited.add((x, y))
+        want = np.array([[int((x + dx, y + dy) in visited) for dx in range(-2, 3)]
+                         for dy in range(-2, 3)], np.uint8)
+        np.testing.assert_array_equal(obs["visited_crop"], want)
+        if term or trunc:
+            break
+    assert len(visited) > 3
+    env.close()
 
 
 def test_experience_bonus_pays_for_kills_in_nethack():

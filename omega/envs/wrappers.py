@@ -153,9 +153,10 @@ class RewardShaping(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, info
 
 
-def crop_around(glyphs: np.ndarray, x: int, y: int, height: int, width: int) -> np.ndarray:
-    """The [height, width] window of ``glyphs`` centred on column x, row y, padded."""
-    padded = np.full((MAP_ROWS + height, MAP_COLS + width), PAD_GLYPH, dtype=glyphs.dtype)
+def crop_around(glyphs: np.ndarray, x: int, y: int, height: int, width: int,
+                pad: int = PAD_GLYPH) -> np.ndarray:
+    """The [height, width] window of ``glyphs`` centred on column x, row y, padded with pad."""
+    padded = np.full((MAP_ROWS + height, MAP_COLS + width), pad, dtype=glyphs.dtype)
     top, left = height // 2, width // 2
     padded[top:top + MAP_ROWS, left:left + MAP_COLS] = glyphs
     return padded[y:y + height, x:x + width].copy()
@@ -201,7 +202,7 @@ def raw_keys_for(keys: Sequence[str]) -> tuple[str, ...]:
     for key in keys:
         if key in ("glyphs", "glyphs_crop"):
             raw.add("glyphs")
-        if key in ("glyphs_crop", "blstats"):
+        if key in ("glyphs_crop", "visited_crop", "blstats"):
             raw.add("blstats")
         if key == "message":
             raw.add("message")
@@ -216,9 +217,15 @@ class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     ============  ========  ==============  =============================================
     glyphs        int16     [21, 79]        glyph ids of the full map
     glyphs_crop   int16     [H, W]          window centred on the agent, PAD_GLYPH outside
+    visited_crop  uint8     [H, W]          the same window: 1 where the hero has stood this
+                                            episode on this level, 0 elsewhere and outside
     blstats       float32   [27]            bottom-line stats, normalised to order 1
     message       uint8     [256]           the top-line message bytes
     ============  ========  ==============  =============================================
+
+    ``visited_crop`` is a map of where the hero has been, kept by this wrapper from blstats: a
+    memory of the episode in the observation, for a stateless encoder that must search for a
+    goal out of view (it cannot otherwise tell an explored part of a room from a new one).
     """
 
     def __init__(self, env: gym.Env, keys: Sequence[str], crop_size: int = 9):
@@ -230,10 +237,26 @@ class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         spaces = {
             "glyphs": gym.spaces.Box(0, PAD_GLYPH, (MAP_ROWS, MAP_COLS), np.int16),
             "glyphs_crop": gym.spaces.Box(0, PAD_GLYPH, (self.crop_size,) * 2, np.int16),
+            "visited_crop": gym.spaces.Box(0, 1, (self.crop_size,) * 2, np.uint8),
             "blstats": gym.spaces.Box(-5.0, 5.0, (n_bl,), np.float32),
             "message": gym.spaces.Box(0, 255, (nethack.MESSAGE_SHAPE[0],), np.uint8),
         }
         self.observation_space = gym.spaces.Dict({k: spaces[k] for k in self.keys})
+        # (dungeon number, level) -> [rows, cols] visit flags; cleared on reset.
+        self._visited: dict[tuple[int, int], np.ndarray] = {}
+
+    def reset(self, **kwargs):
+        self._visited = {}
+        return super().reset(**kwargs)
+
+    def _visited_crop(self, blstats: np.ndarray) -> np.ndarray:
+        level = (int(blstats[nethack.NLE_BL_DNUM]), int(blstats[nethack.NLE_BL_DLEVEL]))
+        grid = self._visited.get(level)
+        if grid is None:
+            grid = self._visited[level] = np.zeros((MAP_ROWS, MAP_COLS), np.uint8)
+        x, y = int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
+        grid[y, x] = 1
+        return crop_around(grid, x, y, self.crop_size, self.crop_size, pad=0)
 
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
@@ -245,6 +268,8 @@ class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
                 out[key] = crop_around(
                     observation["glyphs"].astype(np.int16), int(bl[nethack.NLE_BL_X]),
                     int(bl[nethack.NLE_BL_Y]), self.crop_size, self.crop_size)
+            elif key == "visited_crop":
+                out[key] = self._visited_crop(observation["blstats"])
             elif key == "blstats":
                 out[key] = normalize_blstats(observation["blstats"])
             elif key == "message":

@@ -10,8 +10,9 @@ Two families share one interface, ``encoder.apply(params, obs, first, carry) -> 
   ``first`` is True, so the latents act as a memory of what the agent has seen.
 
 Observation keys (leading batch dim ``B``): ``glyphs`` int [B, 21, 79], ``glyphs_crop``
-int [B, H, W] (``MAX_GLYPH`` pads cells outside the map), ``blstats`` float [B, K],
-``message`` uint8 [B, 256]. Which map views are read is ``EncoderConfig.map``; ``blstats``
+int [B, H, W] (``MAX_GLYPH`` pads cells outside the map), ``visited_crop`` int [B, H, W]
+(read with the crop when present: a learned vector added where the hero has been),
+``blstats`` float [B, K], ``message`` uint8 [B, 256]. Which map views are read is ``EncoderConfig.map``; ``blstats``
 is used when present, ``message`` only with ``use_message``.
 """
 
@@ -81,7 +82,8 @@ class EncoderConfig:
 
     def used_keys(self) -> tuple[str, ...]:
         """Observation keys this encoder may read (others can be dropped before jit)."""
-        return self.map_keys + ("blstats",) + (("message",) if self.use_message else ())
+        visited = ("visited_crop",) if "glyphs_crop" in self.map_keys else ()
+        return self.map_keys + visited + ("blstats",) + (("message",) if self.use_message else ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +243,16 @@ def _map_views(cfg: EncoderConfig, obs: Mapping[str, jax.Array]) -> list[jax.Arr
     return [obs[k] for k in cfg.map_keys]
 
 
+def _embed_view(embed: nn.Module, key: str, view: jax.Array,
+                obs: Mapping[str, jax.Array]) -> jax.Array:
+    """Embedded glyphs [B, H, W, E]; the crop also gets the visit flags when observed."""
+    x = embed(view)
+    if key == "glyphs_crop" and "visited_crop" in obs:
+        chex.assert_equal_shape([view, obs["visited_crop"]])
+        x = x + nn.Embed(2, x.shape[-1], name="visited")(obs["visited_crop"].astype(jnp.int32))
+    return x
+
+
 # ---------------------------------------------------------------------------------------------
 # Plain encoder
 
@@ -255,9 +267,9 @@ class PlainEncoder(nn.Module):
         cfg = self.cfg
         embed = GlyphEmbedding(cfg.embed_dim, cfg.glyph_features, name="embed")
         feats = []
-        for view in _map_views(cfg, obs):
+        for key, view in zip(cfg.map_keys, _map_views(cfg, obs), strict=True):
             chex.assert_rank(view, 3)  # [B, H, W]
-            x = embed(view)  # [B, H, W, E]
+            x = _embed_view(embed, key, view, obs)  # [B, H, W, E]
             # The full map is wide (21x79): strides keep the flattened features small.
             stride = 2 if view.shape[1:] == tuple(nethack.DUNGEON_SHAPE) else 1
             for ch in cfg.cnn_channels:
@@ -327,7 +339,7 @@ class PerceiverEncoder(nn.Module):
         for key, view in zip(cfg.map_keys, _map_views(cfg, obs), strict=True):
             chex.assert_rank(view, 3)  # [B, H, W]
             batch, height, width = view.shape
-            x = embed(view)  # [B, H, W, E]
+            x = _embed_view(embed, key, view, obs)  # [B, H, W, E]
             if cfg.positional == "fixed":
                 pos = jnp.asarray(sinusoidal_2d(height, width, cfg.embed_dim))
             else:
