@@ -12,8 +12,9 @@ Two families share one interface, ``encoder.apply(params, obs, first, carry) -> 
 Observation keys (leading batch dim ``B``): ``glyphs`` int [B, 21, 79], ``glyphs_crop``
 int [B, H, W] (``MAX_GLYPH`` pads cells outside the map), ``visited_crop`` int [B, H, W]
 (read with the crop when present: a learned vector added where the hero has been),
-``blstats`` float [B, K], ``message`` uint8 [B, 256]. Which map views are read is ``EncoderConfig.map``; ``blstats``
-is used when present, ``message`` only with ``use_message``.
+``blstats`` float [B, K], ``message`` uint8 [B, 256]. Which map views are read is
+``EncoderConfig.map``; ``blstats`` is used when present, ``message`` only with
+``use_message``.
 """
 
 from __future__ import annotations
