@@ -68,9 +68,10 @@ def test_rows_come_from_the_results(tmp_path):
     assert text.count("not run") >= 30  # the other entries have no results
     assert "**Status: 2 of" in text
     # The configs that turn off MiniHack's step penalty are named under "How to read".
-    assert "*MiniHack's step penalty*" in text and "`ppo/keyroom_s5` sets `env.options.penalty_step`" in text
-    # So are the configs that train on a shaped reward, with what they add.
     flat = " ".join(text.split())  # the page wraps its lines
+    assert "*MiniHack's step penalty*" in flat
+    assert "`ppo/keyroom_s5`, `ppo/memento_short_f2` set `env.options.penalty_step`" in flat
+    # So are the configs that train on a shaped reward, with what they add.
     assert "*Reward shaping*" in flat and "`ppo/memory_k10` (step_penalty 0.03)" in flat
     # The miss (0.5) gets its line under "Misses", the 0.97 row none; no observation yet.
     missed = text.split("## Misses: what the agent does instead")[1].split("## ")[0]
