@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from omega.cli.main import main
-from omega.training.checkpoint import list_checkpoints
+from omega.training.checkpoint import checkpoints_to_prune, list_checkpoints
 
 # Tiny programs: XLA's optimisation passes would take longer than running them unoptimised.
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -115,6 +115,30 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     assert "stopped by signal 15" in out and "checkpoint saved" in out
     steps = int(metric_rows(exp)[-1]["env_steps"]) if metric_rows(exp) else 0
     assert int(list_checkpoints(exp / "checkpoints")[-1].stem[5:]) >= steps
+
+
+def test_checkpoints_of_a_stopped_run_go_before_its_cadence_checkpoints():
+    # Cadence 1000: 1024 and 2048 are the first of their intervals, 1536 and 2560 were saved
+    # when the run stopped; the newest (2560) always stays.
+    assert checkpoints_to_prune([1024, 1536, 2048, 2560], keep=3, every=1000) == [1536]
+    assert checkpoints_to_prune([1024, 1536, 2048, 2560], keep=2, every=1000) == [1024, 1536]
+    assert checkpoints_to_prune([1024, 1536, 2048, 2560], keep=3) == [1024]  # no cadence: oldest
+    assert checkpoints_to_prune([512, 1024], keep=3, every=1000) == []
+    assert checkpoints_to_prune([1024, 2048], keep=1, every=1000) == [1024]
+
+
+def test_a_run_stopped_twice_keeps_its_cadence_checkpoints(tmp_path, capsys):
+    text = RANDOM.format(steps=4096, ckpt=1024).replace(
+        "  log_every_steps: 512\n", "  log_every_steps: 512\n  keep_checkpoints: 3\n")
+    exp = make_exp(tmp_path, text=text)
+    names = lambda: [int(p.stem[5:]) for p in list_checkpoints(exp / "checkpoints")]  # noqa: E731
+    assert main(["run", "--dir", str(exp), "--steps", "1536"]) == 0  # stopped off the cadence
+    assert names() == [1024, 1536]
+    assert main(["run", "--dir", str(exp), "--steps", "2560"]) == 0  # and again
+    assert names() == [1024, 2048, 2560]  # 1536 went first, not 1024
+    # The cadence stays on the multiples of 1024 after a resume at 2560 (3072, not 3584).
+    assert main(["run", "--dir", str(exp)]) == 0
+    assert names() == [2048, 3072, 4096]
 
 
 # ---------------------------------------------------------------------------------------------

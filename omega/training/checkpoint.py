@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -76,8 +77,33 @@ def hash_matches(stored: Any, config_hash: str) -> bool:
     return stored == str(config_hash) or stored == getattr(config_hash, "legacy", None)
 
 
+def checkpoints_to_prune(steps: Sequence[int], keep: int, every: int | None = None) -> list[int]:
+    """The env steps of the checkpoints to delete so that ``keep`` of ``steps`` remain.
+
+    The newest always stays: a run resumes from it. With ``every``, the run's checkpoint
+    cadence, a checkpoint that is not the first in its ``every``-long interval of env steps
+    was written off the cadence (on a signal, or at the end of a run stopped early) and goes
+    before any cadence checkpoint: stopping and resuming a run does not push out the cadence
+    checkpoints, which are the points of its learning curve (benchmarks/eval_curve.py, the
+    suite's curves). Within each kind the oldest go first."""
+    steps = sorted(set(int(s) for s in steps))
+    excess = len(steps) - max(int(keep), 1)
+    if excess <= 0:
+        return []
+    older = steps[:-1]
+    first_in_interval: dict[int, int] = {}
+    if every:
+        for s in older:
+            first_in_interval.setdefault(s // every, s)
+    off_cadence = [s for s in older if every and first_in_interval[s // every] != s]
+    on_cadence = [s for s in older if s not in off_cadence]
+    return sorted((off_cadence + on_cadence)[:excess])
+
+
 def save_checkpoint(ckpt_dir: Path, agent_state: Any, loop: LoopState, config_hash: str,
-                    keep: int = 3) -> Path:
+                    keep: int = 3, every: int | None = None) -> Path:
+    """Writes the checkpoint at ``loop.env_steps`` (atomically), then deletes older ones
+    until ``keep`` remain (:func:`checkpoints_to_prune`; ``every`` is the run's cadence)."""
     payload = {
         "format_version": FORMAT_VERSION,
         "config_hash": str(config_hash),
@@ -91,8 +117,9 @@ def save_checkpoint(ckpt_dir: Path, agent_state: Any, loop: LoopState, config_ha
     }
     path = checkpoint_path(ckpt_dir, loop.env_steps)
     atomic_write_bytes(path, serialization.msgpack_serialize(payload))
-    for old in list_checkpoints(ckpt_dir)[:-keep]:
-        old.unlink(missing_ok=True)
+    by_steps = {checkpoint_steps(p): p for p in list_checkpoints(ckpt_dir)}
+    for steps in checkpoints_to_prune(list(by_steps), keep, every):
+        by_steps[steps].unlink(missing_ok=True)
     return path
 
 

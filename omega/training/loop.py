@@ -314,7 +314,10 @@ class RunRecorder:
             self.window_start = time.perf_counter()
             prune_episodes(self.run.exp_dir, cfg.record.max_files)
 
-        if loop.env_steps - self.last_ckpt_steps >= cfg.train.checkpoint_every_steps:
+        # On the multiples of the cadence, not every N steps since the last save: a run
+        # stopped and resumed keeps its checkpoints where an unbroken run has them.
+        every = cfg.train.checkpoint_every_steps
+        if loop.env_steps // every > self.last_ckpt_steps // every:
             self.checkpoint(state, loop, rng)
         return logged
 
@@ -349,7 +352,8 @@ class RunRecorder:
             replay = run.agent.replay_state()
             save_replay(ckpt_dir, loop.env_steps, replay, run.config_hash)
         save_checkpoint(ckpt_dir, state, loop._replace(rng=np.asarray(rng)), run.config_hash,
-                        keep=run.cfg.train.keep_checkpoints)
+                        keep=run.cfg.train.keep_checkpoints,
+                        every=run.cfg.train.checkpoint_every_steps)
         if replay is not None:
             prune_replays(ckpt_dir, keep_steps=loop.env_steps)
         self.last_ckpt_steps = loop.env_steps
