@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from omega.cli.main import main
-from omega.training.checkpoint import checkpoints_to_prune, list_checkpoints
+from omega.training.checkpoint import checkpoint_steps, checkpoints_to_prune, list_checkpoints
 
 # Tiny programs: XLA's optimisation passes would take longer than running them unoptimised.
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -131,7 +131,10 @@ def test_a_run_stopped_twice_keeps_its_cadence_checkpoints(tmp_path, capsys):
     text = RANDOM.format(steps=4096, ckpt=1024).replace(
         "  log_every_steps: 512\n", "  log_every_steps: 512\n  keep_checkpoints: 3\n")
     exp = make_exp(tmp_path, text=text)
-    names = lambda: [int(p.stem[5:]) for p in list_checkpoints(exp / "checkpoints")]  # noqa: E731
+
+    def names():
+        return [checkpoint_steps(p) for p in list_checkpoints(exp / "checkpoints")]
+
     assert main(["run", "--dir", str(exp), "--steps", "1536"]) == 0  # stopped off the cadence
     assert names() == [1024, 1536]
     assert main(["run", "--dir", str(exp), "--steps", "2560"]) == 0  # and again

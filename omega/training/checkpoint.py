@@ -92,12 +92,10 @@ def checkpoints_to_prune(steps: Sequence[int], keep: int, every: int | None = No
         return []
     older = steps[:-1]
     first_in_interval: dict[int, int] = {}
-    if every:
-        for s in older:
-            first_in_interval.setdefault(s // every, s)
-    off_cadence = [s for s in older if every and first_in_interval[s // every] != s]
-    on_cadence = [s for s in older if s not in off_cadence]
-    return sorted((off_cadence + on_cadence)[:excess])
+    for s in older if every else ():
+        first_in_interval.setdefault(s // every, s)
+    off_cadence = {s for s in older if every and first_in_interval[s // every] != s}
+    return sorted(sorted(older, key=lambda s: (s not in off_cadence, s))[:excess])
 
 
 def save_checkpoint(ckpt_dir: Path, agent_state: Any, loop: LoopState, config_hash: str,
