@@ -499,6 +499,7 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 _ADDED_LATER: dict[str, tuple[str, ...]] = {
     "env": ("action_set", "reward_shaping.experience_bonus",
             "reward_shaping.new_cell_bonus"),
+    "ppo": ("entropy_schedule", "entropy_coef_final"),
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",

@@ -207,9 +207,11 @@ def test_learn_is_jitted_once_and_reports_metrics(bandit_run):
     assert agent.trace_counts["act"] == 2  # greedy and sampling variants
     assert int(state.update_step) == 50
     expected = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
-                "grad_norm", "learning_rate", "rnd_loss", "intrinsic_reward_mean"}
+                "grad_norm", "learning_rate", "entropy_coef", "rnd_loss",
+                "intrinsic_reward_mean"}
     assert expected <= set(metrics[-1])
     assert metrics[-1]["learning_rate"] == pytest.approx(BANDIT_PPO.learning_rate)
+    assert metrics[-1]["entropy_coef"] == pytest.approx(BANDIT_PPO.entropy_coef)
 
 
 def test_linear_lr_schedule_reaches_zero():
@@ -219,6 +221,34 @@ def test_linear_lr_schedule_reaches_zero():
     assert float(agent.lr_schedule(0)) == pytest.approx(cfg.learning_rate)
     assert float(agent.lr_schedule(5 * steps)) == pytest.approx(cfg.learning_rate / 2)
     assert float(agent.lr_schedule(10 * steps)) == pytest.approx(0.0)
+
+
+def test_linear_entropy_schedule_sets_each_updates_bonus_weight():
+    cfg = dataclasses.replace(BANDIT_PPO, entropy_coef=0.5, entropy_schedule="linear",
+                              entropy_coef_final=0.1)
+    agent = make_ppo_agent(cfg, TINY, A, total_updates=8)
+    _, _, metrics = train_bandit(agent, updates=10)
+    coefs = [float(m["entropy_coef"]) for m in metrics]
+    # From 0.5 at the first update to 0.1 at the budget's end, then held there.
+    np.testing.assert_allclose(coefs, [0.5 - 0.05 * u for u in range(8)] + [0.1, 0.1],
+                               rtol=1e-5)
+    assert agent.trace_counts["learn"] == 1  # the weight is traced, not baked in
+
+
+def test_entropy_weight_enters_the_loss(bandit_run):
+    agent, state, _, _ = bandit_run
+    contexts = np.arange(N) % 4
+    b = (N,)
+    mb = ppo.Batch(obs=bandit_obs(contexts), first=np.ones(b, bool),
+                   action=np.zeros(b, np.int32), log_prob=np.full(b, -np.log(A), np.float32),
+                   value=np.zeros(b, np.float32), int_value=np.zeros(b, np.float32),
+                   advantage=np.linspace(-1, 1, N, dtype=np.float32),
+                   target=np.ones(b, np.float32), int_target=np.zeros(b, np.float32))
+    params = agent.params(state)
+    loss0, stats = agent._loss(params, mb, None, jnp.float32(0.0))
+    loss1, _ = agent._loss(params, mb, None, jnp.float32(0.3))
+    assert float(stats["entropy"]) > 0.0
+    assert float(loss1) == pytest.approx(float(loss0) - 0.3 * float(stats["entropy"]), rel=1e-5)
 
 
 def test_value_bootstraps_are_finite(bandit_run):

@@ -10,6 +10,7 @@ Shapes: ``T`` rollout length, ``N`` envs, ``A`` actions, ``B`` a minibatch.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -222,6 +223,12 @@ class PPOAgent:
                 ppo_cfg.learning_rate, 0.0, max(1, total_updates) * steps_per_update)
         else:
             self.lr_schedule = optax.constant_schedule(ppo_cfg.learning_rate)
+        # Indexed by learn calls: one weight per update, the same in all its minibatches.
+        if ppo_cfg.entropy_schedule == "linear":
+            self.entropy_schedule = optax.linear_schedule(
+                ppo_cfg.entropy_coef, ppo_cfg.entropy_coef_final, max(1, total_updates))
+        else:
+            self.entropy_schedule = optax.constant_schedule(ppo_cfg.entropy_coef)
         self.optimizer = optax.chain(
             optax.clip_by_global_norm(ppo_cfg.max_grad_norm),
             optax.adam(self.lr_schedule, eps=ppo_cfg.adam_eps))
@@ -388,9 +395,12 @@ class PPOAgent:
             action=traj.action, log_prob=traj.extras["log_prob"], value=traj.extras["value"],
             int_value=int_value, advantage=advantage, target=target, int_target=int_target)
 
+        entropy_coef = jnp.asarray(self.entropy_schedule(state.update_step), jnp.float32)
+        minibatch_step = functools.partial(self._minibatch_step, entropy_coef=entropy_coef)
+
         def epoch_step(carry, key):
             mbs, carries = self._minibatches(batch, traj.initial_carry, key)
-            return jax.lax.scan(self._minibatch_step, carry, (mbs, carries))
+            return jax.lax.scan(minibatch_step, carry, (mbs, carries))
 
         keys = jax.random.split(rng, cfg.num_epochs)
         (params, opt_state, rnd), stats = jax.lax.scan(
@@ -400,6 +410,7 @@ class PPOAgent:
         metrics["learning_rate"] = jnp.asarray(
             self.lr_schedule(state.update_step * cfg.num_epochs * cfg.num_minibatches),
             jnp.float32)
+        metrics["entropy_coef"] = entropy_coef
         new_state = PPOState(params=params, opt_state=opt_state,
                              update_step=state.update_step + 1, rnd=rnd)
         if dp is not None:
@@ -467,7 +478,7 @@ class PPOAgent:
         metrics["intrinsic_reward_normalized_mean"] = int_reward_norm.mean()
         return advantage, int_value, int_target, rnd
 
-    def _loss(self, params: Params, mb: Batch, carry: Carry):
+    def _loss(self, params: Params, mb: Batch, carry: Carry, entropy_coef: jax.Array):
         """PPO loss of one minibatch, and its stats."""
         cfg = self.cfg
         if self.encoder_cfg.recurrent:
@@ -483,17 +494,18 @@ class PPOAgent:
         if cfg.rnd:
             v_loss = v_loss + value_loss(out.int_value, mb.int_value, mb.int_target, v_clip)
         ent = entropy(out.logits).mean()
-        loss = pg_loss + cfg.value_coef * v_loss - cfg.entropy_coef * ent
+        loss = pg_loss + cfg.value_coef * v_loss - entropy_coef * ent
         return loss, dict(stats, policy_loss=pg_loss, value_loss=v_loss, entropy=ent)
 
     def _rnd_loss(self, predictor_params: Params, rnd: RNDState, glyphs: jax.Array):
         return self._rnd_error(rnd, predictor_params, glyphs).mean()
 
-    def _minibatch_step(self, carry, mb_and_carry):
+    def _minibatch_step(self, carry, mb_and_carry, entropy_coef: jax.Array):
         """One Adam step on a minibatch (and one RND predictor step): the scan body."""
         params, opt_state, rnd = carry
         mb, mb_carry = mb_and_carry
-        grads, stats = jax.grad(self._loss, has_aux=True)(params, mb, mb_carry)
+        grads, stats = jax.grad(self._loss, has_aux=True)(params, mb, mb_carry,
+                                                          entropy_coef)
         stats["grad_norm"] = optax.global_norm(grads)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)

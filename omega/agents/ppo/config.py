@@ -22,6 +22,11 @@ class PPOConfig:
     clip_value_loss: bool = False  # clip the value change to clip_eps like the policy ratio
     value_coef: float = dataclasses.field(default=0.5, metadata=_range(0.0))
     entropy_coef: float = dataclasses.field(default=0.01, metadata=_range(0.0))
+    # linear: the entropy bonus's weight goes from entropy_coef at the first update to
+    # entropy_coef_final at the budget (train.total_env_steps), so the policy explores early
+    # and settles late; constant: entropy_coef throughout (entropy_coef_final unused).
+    entropy_schedule: Literal["constant", "linear"] = "constant"
+    entropy_coef_final: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     num_epochs: int = dataclasses.field(default=4, metadata=_range(1))
     # Non-recurrent: T*N must divide by it; recurrent (whole env columns): N must.
     num_minibatches: int = dataclasses.field(default=4, metadata=_range(1))
@@ -39,3 +44,6 @@ class PPOConfig:
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "linear"):
             raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
+        if self.entropy_schedule not in ("constant", "linear"):
+            raise ValueError("entropy_schedule must be 'constant' or 'linear', got "
+                             f"{self.entropy_schedule!r}")
