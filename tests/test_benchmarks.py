@@ -74,6 +74,51 @@ def test_fixed_policy_distribution():
     assert list(action_probs("random", actions)) == [0.25] * 4
 
 
+def test_corridor_fighter_holds_the_corridor_and_attacks_what_comes():
+    import numpy as np
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from corridor_battle_script import CorridorFighter
+
+    def grid(*rows):
+        return np.array([[ord(c) for c in r] for r in rows], np.uint8)
+
+    start = grid("|...|       ",
+                 "|..@.##     ",
+                 "|...|       ")
+    fighter = CorridorFighter(hold=1)
+    fighter.reset(start)
+    assert (fighter.row, fighter.hold_x) == (1, 6)  # 1 cell past the first corridor cell
+    assert fighter.act(start, (3, 1)) == (1, 0)  # no rat in view: east along the corridor
+    rats = grid("|...|       ",
+                "|....##@# rr",
+                "|...|       ")
+    assert fighter.act(rats, (7, 1)) == (-1, 0)  # rats in view, past the hold cell: back
+    assert fighter.act(rats, (6, 1)) == (-1, 0)  # at the hold cell: the step west ...
+    assert fighter.act(rats, (5, 1)) == (1, 0)  # ... and back
+    adjacent = grid("|...|       ",
+                    "|....##@r   ",
+                    "|...|       ")
+    assert fighter.act(adjacent, (7, 1)) == (1, 0)  # a rat next to it: attack
+    room = grid("|...|       ",
+                "|....#####..",
+                "|...|     .>")
+    assert fighter.act(room, (10, 1)) == (1, 1)  # no rats, in the room: to the goal
+
+
+def test_corridor_battle_script_scores_like_eval(tmp_path):
+    out = tmp_path / "fighter.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "corridor_battle_script.py"),
+         "--episodes", "2", "--seed", "1000000", "--hold", "2", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["hold"] == 2 and row["seeds"] == [1000000, 1000001]
+    assert sum(row["ending_counts"].values()) == 2 and len(row["successes"]) == 2
+    assert row["success_rate"] == sum(row["successes"]) / 2
+
+
 def test_muzero_ablation_records_what_each_variant_changed():
     import yaml
 
