@@ -498,6 +498,23 @@ def test_temp_files_of_a_killed_checkpoint_write_are_removed_at_start(tmp_path, 
     assert mine.read_text() == "mine"
 
 
+def test_atomic_writes_get_a_plain_files_mode(tmp_path):
+    """Results, checkpoints, plots and GIFs go through a temporary file whose own mode is
+    0600; the renamed file must be readable as any file the user writes (umask), e.g. by the
+    other users of a shared experiment dir."""
+    import stat
+
+    from omega.training.files import atomic_write_bytes
+
+    mask = os.umask(0)
+    os.umask(mask)
+    atomic_write_bytes(tmp_path / "eval.json", b"{}")
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    mode = stat.S_IMODE((tmp_path / "eval.json").stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~mask
+
+
 def test_env_worker_errors_name_real_config_keys():
     from omega.config import ExperimentConfig
     from omega.envs.vector import EnvWorkerError, VectorEnv

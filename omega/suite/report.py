@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from omega.training.evaluate import wilson_ci95
+from omega.training.files import FILE_MODE
 
 SOLVED = 0.9
 
@@ -216,7 +217,7 @@ def plot_task(env_id: str, rows: list[dict[str, Any]], path: Path) -> bool:
     os.close(fd)
     try:
         fig.savefig(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         plt.close(fig)

@@ -11,9 +11,7 @@ next ``omega run``: :func:`remove_stale_temp_files`).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,6 +21,7 @@ import numpy as np
 from flax import serialization
 
 from omega.errors import CheckpointError
+from omega.training.files import FILE_MODE, atomic_write_bytes  # noqa: F401  (re-exported)
 
 FORMAT_VERSION = 1
 REPLAY_FORMAT_VERSION = 1
@@ -50,24 +49,6 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.is_dir():
         return []
     return sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)  # a failed write() names no file: say which one
-        raise
 
 
 def hash_matches(stored: Any, config_hash: str) -> bool:

@@ -19,6 +19,7 @@ from typing import TextIO
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from omega.training.files import FILE_MODE
 from omega.viz.ttyrec import Episode
 
 CELL_W = 8
@@ -338,7 +339,7 @@ def _save_gif(images: list[Image.Image], durations: list[int], path: Path) -> No
                 loop=0,
                 optimize=False,
             )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         try:
