@@ -28,6 +28,7 @@ from nle import nethack
 
 from omega.envs.wrappers import NetHackSeeding, TimeLimitIsTruncation
 from omega.training.evaluate import EvalResult, episode_ending
+from omega.training.files import atomic_write_bytes
 
 ENV_ID = "MiniHack-CorridorBattle-v0"
 MOVES = {(0, -1): nethack.CompassDirection.N, (1, 0): nethack.CompassDirection.E,
@@ -52,29 +53,21 @@ class CorridorFighter:
         self.hold = hold
         self.row = 0
         self.hold_x = 0
-        self.stepped_back = False
 
     def reset(self, chars: np.ndarray) -> None:
         # The corridor is unlit: only its first cells past the start room's doorway show.
         corridor = sorted(find(chars, "#"))
         self.row = corridor[0][1]
         self.hold_x = corridor[0][0] + self.hold  # the corridor is 7 cells long
-        self.stepped_back = False
 
     def act(self, chars: np.ndarray, hero: tuple[int, int]) -> tuple[int, int]:
         rats = find(chars, "r")
         adjacent = [r for r in rats if max(abs(r[0] - hero[0]), abs(r[1] - hero[1])) == 1]
         if adjacent:
-            self.stepped_back = False
             return step_toward(hero, adjacent[0])
         hold = (self.hold_x, self.row)
         if rats:  # hold the corridor cell; no wait action, so step west and back
-            if hero == hold:
-                self.stepped_back = True
-                return (-1, 0)
-            if self.stepped_back and hero == (self.hold_x - 1, self.row):
-                self.stepped_back = False
-            return step_toward(hero, hold)
+            return (-1, 0) if hero == hold else step_toward(hero, hold)
         goal = find(chars, ">")
         if goal and hero[0] > self.hold_x:
             return step_toward(hero, goal[0])
@@ -123,10 +116,7 @@ def main() -> None:
         print(f"{r['policy']:28} {r['success_rate']:8.2f} [{lo:.2f}, {hi:.2f}]    "
               f"{r['mean_return']:7.2f} {r['mean_length']:7.1f}  {r['ending_counts']}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-        tmp.replace(args.out)
+        atomic_write_bytes(args.out, (json.dumps({"rows": rows}, indent=1) + "\n").encode())
         print(f"wrote {args.out}")
 
 

@@ -54,6 +54,7 @@ def run_make(tmp_path, config_text, capsys):
         ("env: {id: [\n", "is not valid YAML"),
         ("- just\n- a list\n", "must be a YAML mapping"),
         ("record:\n  every_n_episodes: true\n", "'record.every_n_episodes' must be an integer, got True"),
+        ("ppo:\n  entropy_coef_final: 0.1\n", "entropy_coef_final is only used with entropy_schedule: linear"),
     ],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path, capsys, text, expected):

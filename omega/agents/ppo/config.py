@@ -24,7 +24,7 @@ class PPOConfig:
     entropy_coef: float = dataclasses.field(default=0.01, metadata=_range(0.0))
     # linear: the entropy bonus's weight goes from entropy_coef at the first update to
     # entropy_coef_final at the budget (train.total_env_steps), so the policy explores early
-    # and settles late; constant: entropy_coef throughout (entropy_coef_final unused).
+    # and settles late; constant: entropy_coef throughout (entropy_coef_final must stay 0).
     entropy_schedule: Literal["constant", "linear"] = "constant"
     entropy_coef_final: float = dataclasses.field(default=0.0, metadata=_range(0.0))
     num_epochs: int = dataclasses.field(default=4, metadata=_range(1))
@@ -47,3 +47,6 @@ class PPOConfig:
         if self.entropy_schedule not in ("constant", "linear"):
             raise ValueError("entropy_schedule must be 'constant' or 'linear', got "
                              f"{self.entropy_schedule!r}")
+        if self.entropy_schedule == "constant" and self.entropy_coef_final != 0.0:
+            raise ValueError("entropy_coef_final is only used with entropy_schedule: linear; "
+                             "set ppo.entropy_schedule: linear or drop entropy_coef_final")
