@@ -70,7 +70,8 @@ def test_rows_come_from_the_results(tmp_path):
     # The configs that turn off MiniHack's step penalty are named under "How to read".
     flat = " ".join(text.split())  # the page wraps its lines
     assert "*MiniHack's step penalty*" in flat
-    assert ("`ppo/keyroom_s5`, `ppo/mazewalk_15x15`, `ppo/mazewalk_mapped_15x15`, "
+    assert ("`ppo/corridor_r2`, `ppo/keyroom_s5`, `ppo/mazewalk_15x15`, "
+            "`ppo/mazewalk_mapped_15x15`, "
             "`ppo/memento_short_f2`, `ppo/room_ultimate_15x15` set "
             "`env.options.penalty_step`") in flat
     # So are the configs that train on a shaped reward, with what they add.
