@@ -372,6 +372,15 @@ def test_shipped_suites_load():
     assert quick.runs and all(r.budget <= 50_000 for r in quick.runs)
 
 
+
+def test_both_agents_train_on_the_same_task():
+    # The env section is the task (its reward shaping, MiniHack's step penalty, the cells the
+    # observation shows): a row pair compares agents only if both see the same task.
+    original = load_suite(REPO / "configs" / "suites" / "original.yaml")
+    for env_id in {r.env_id for r in original.runs}:
+        envs = {r.agent_type: r.config["env"] for r in original.runs if r.env_id == env_id}
+        assert envs["ppo"] == envs["muzero"], env_id
+
 def test_config_error_type():
     with pytest.raises(ConfigError):
         load_suite(REPO / "configs" / "suites" / "missing.yaml")
