@@ -193,6 +193,32 @@ def test_gif_shows_an_eval_episode_the_trained_agent_solves(tmp_path, capsys):
     assert not list(tmp_path.glob("gifs/.*"))  # no temporary file left
 
 
+def test_a_run_another_process_trains_is_left_to_it(tmp_path, capsys):
+    from omega.config import config_from_dict, config_to_yaml
+    from omega.suite.run import config_path, run_dir
+    from omega.training.experiment import ExperimentLock, make_experiment
+
+    path = write_suite(tmp_path, [{"config": "room.yaml"}])
+    suite = load_suite(path, tmp_path / "out")
+    held, free = suite.runs
+    cfg = config_path(suite.output_dir, held)
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(config_to_yaml(config_from_dict(held.config)))
+    make_experiment(cfg, run_dir(suite.output_dir, held))
+    args = ["suite", str(path), "--output-dir", str(tmp_path / "out")]
+    with ExperimentLock(run_dir(suite.output_dir, held), "omega run"):
+        code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert f"{held.run_id} is training in another process, 'omega run' (pid {os.getpid()}" in out
+    assert "1 in another process" in out and "failed" not in out
+    assert f"were left to it ({held.run_id})" in out
+    results = tmp_path / "out" / "results" / held.name
+    assert (results / "seed1.json").is_file() and not (results / "seed0.json").exists()
+    code, out, err = run_cli(args, capsys)  # the lock is free again: this command trains it
+    assert code == 0, err
+    assert (results / "seed0.json").is_file() and "another process" not in out
+
+
 def test_changed_config_is_refused_not_mixed(tmp_path, capsys):
     path = write_suite(tmp_path, [{"config": "room.yaml"}])
     suite = load_suite(path, tmp_path / "out")

@@ -441,13 +441,16 @@ class Tracker:
         self.running: set[str] = set()
         self.failed: list[str] = []
         self.codes: list[int | None] = []  # exit codes of the failed jobs
+        self.elsewhere: list[str] = []  # runs another process was training: left to it
         self._last = ""
         self._estimate: tuple[tuple[int, int], float | None] | None = None  # (counts, s)
 
     def line(self) -> str:
-        left = self.total - self.done - len(self.running) - len(self.failed)
+        left = (self.total - self.done - len(self.running) - len(self.failed)
+                - len(self.elsewhere))
         text = (f"omega: suite {self.suite.name}: {self.done}/{self.total} done, "
                 f"{len(self.running)} running, {left} left")
+        text += f", {len(self.elsewhere)} in another process" if self.elsewhere else ""
         text += f", {len(self.failed)} failed" if self.failed else ""
         seconds = self.seconds_left() if (left or self.running) and self.parallel else None
         if seconds is not None:
@@ -470,7 +473,8 @@ class Tracker:
         for run in self.runs:
             data = _read_json(result_path(out, run))
             if data is None or data.get("spec_hash") != run.spec_hash:
-                if run.run_id not in self.failed:  # a failed run waits for the next command
+                # A failed run waits for the next command, another process's for that one.
+                if run.run_id not in self.failed and run.run_id not in self.elsewhere:
                     left.append(run)
             elif data.get("env_steps"):
                 wall[run.agent_type] = wall.get(run.agent_type, 0.0) + float(
@@ -555,6 +559,12 @@ def run_local(suite: Suite, jobs: list[RunSpec | BaselineSpec], parallel: int, d
         while queue or running:
             while queue and len(running) < parallel and stop.signum is None:
                 job = queue.popleft()
+                holder = _held_elsewhere(out, job)
+                if holder is not None:
+                    tracker.elsewhere.append(job.run_id)
+                    tracker.show(f"{job.run_id} is training in another process, {holder}; "
+                                 "left to it")
+                    continue
                 proc = ctx.Process(target=job_main, name=f"omega-suite-{job.run_id}",
                                    args=(job, str(out.resolve()), device, os.getpid(), context))
                 proc.start()
@@ -587,6 +597,14 @@ def run_local(suite: Suite, jobs: list[RunSpec | BaselineSpec], parallel: int, d
     finally:
         stop.restore()
     return stop.signum
+
+
+def _held_elsewhere(out: Path, job: RunSpec | BaselineSpec) -> str | None:
+    """Who trains the run now if another process does (another suite on the same output
+    dir, or an 'omega run' on its run dir), else None."""
+    from omega.training.experiment import lock_holder
+
+    return lock_holder(run_dir(out, job)) if isinstance(job, RunSpec) else None
 
 
 def _ray_job(job: RunSpec | BaselineSpec, out: str, device: str,
@@ -685,8 +703,9 @@ def run_suite(suite: Suite, parallel: int | None = 1, device: str = "cpu",
               out_stream=None, on_start: Callable[[], None] | None = None,
               only: tuple[str, ...] = ()) -> int:
     """Runs what is not finished, then writes the summary (of every entry). Returns the exit
-    code: 0 when every job is finished, 1 when some failed, 130 / 143 when stopped by a
-    signal. ``only``: glob patterns (see :func:`select_runs`); the baselines always run."""
+    code: 0 when every job is finished or left to another process that trains it (the
+    local backend does not start a run whose dir another process has locked), 1 when some
+    failed, 130 / 143 when stopped by a signal. ``only``: glob patterns (see :func:`select_runs`); the baselines always run."""
     from omega.suite.report import write_summary
 
     stream = out_stream if out_stream is not None else sys.stdout
@@ -722,6 +741,11 @@ def run_suite(suite: Suite, parallel: int | None = 1, device: str = "cpu",
         print(f"omega: suite {suite.name}: stopped by signal {signum}; runs saved their "
               "checkpoints, and the same command resumes them", file=stream, flush=True)
         return 128 + signum
+    if tracker.elsewhere:
+        print(f"omega: suite {suite.name}: {len(tracker.elsewhere)} run(s) were training in "
+              f"another process and were left to it ({', '.join(tracker.elsewhere)}); the "
+              "summary lists them once they finish (the same command writes it again)",
+              file=stream, flush=True)
     if tracker.failed:
         raise SuiteFailed(f"suite {suite.name}: {len(tracker.failed)} job(s) failed ("
                           + ", ".join(tracker.failed) + "); the lines above and their logs "

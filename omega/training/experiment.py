@@ -246,6 +246,25 @@ class ExperimentLock:
             self.fd = None
 
 
+def lock_holder(exp_dir: str | Path) -> str | None:
+    """Who holds ``DIR/run.lock`` now ('omega run' (pid ... on ..., since ...)), or None
+    when nobody does (or DIR has no lock file). Takes the lock for an instant to find out."""
+    path = Path(exp_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        return ExperimentLock(exp_dir, "")._holder()
+    finally:
+        os.close(fd)  # releases it if it was taken
+    return None
+
+
 def remove_stale_files(exp_dir: str | Path) -> list[Path]:
     """Deletes what a killed run can leave half-done: the temp files of checkpoint, replay
     and metrics.csv writes, and a replay file whose checkpoint was never completed. Call
