@@ -333,6 +333,32 @@ def test_reanalyze_rewrites_the_sampled_subset_without_noise(search):
     np.testing.assert_array_equal(new, agent.replay.data["search_policy"])
 
 
+def test_learner_pads_reanalyze_searches_only_to_what_a_train_step_can_reanalyze():
+    # 8 of 32 sequences, K + 1 = 4 positions each: at most 32 roots, not 256 (padded roots
+    # cost as much search as real ones); the targets are those of the 24-root searches.
+    padded = {}
+    for size in (256, 24):
+        cfg = dataclasses.replace(SMALL, reanalyze_fraction=0.25, reanalyze_batch_size=size,
+                                  search="gumbel", max_considered_actions=4)
+        agent, state = filled_agent(cfg)
+        shapes = []
+        act = agent._act
+
+        def spy(actor, obs, key, _act=act, _shapes=shapes, **kw):
+            _shapes.append(next(iter(obs.values())).shape[0])
+            return _act(actor, obs, key, **kw)
+
+        agent._act = spy
+        starts = agent.replay.sample_starts(cfg.batch_size)
+        envs, times = agent._reanalyze(state.params, starts)[:2]
+        slots = times % agent.replay.capacity
+        padded[size] = (shapes, agent.replay.data["search_policy"][envs, slots],
+                        agent.replay.data["root_value"][envs, slots])
+    assert padded[256][0] == [32] and padded[24][0] == [24, 24]
+    np.testing.assert_allclose(padded[256][1], padded[24][1], atol=1e-5)
+    np.testing.assert_allclose(padded[256][2], padded[24][2], atol=1e-5)
+
+
 def test_learn_with_reanalyze():
     cfg = dataclasses.replace(SMALL, reanalyze_fraction=0.5, reanalyze_batch_size=64,
                               consistency_loss_weight=1.0, search="regularized")
