@@ -705,7 +705,8 @@ def run_suite(suite: Suite, parallel: int | None = 1, device: str = "cpu",
     """Runs what is not finished, then writes the summary (of every entry). Returns the exit
     code: 0 when every job is finished or left to another process that trains it (the
     local backend does not start a run whose dir another process has locked), 1 when some
-    failed, 130 / 143 when stopped by a signal. ``only``: glob patterns (see :func:`select_runs`); the baselines always run."""
+    failed, 130 / 143 when stopped by a signal. ``only``: glob patterns (see
+    :func:`select_runs`); the baselines always run."""
     from omega.suite.report import write_summary
 
     stream = out_stream if out_stream is not None else sys.stdout

@@ -215,15 +215,11 @@ class ExperimentLock:
 
     def __enter__(self) -> ExperimentLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+        if not _try_flock(fd):
             os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
             raise OmegaError(
-                f"experiment dir '{self.exp_dir}' is in use by {self._holder()}; wait for it "
-                "to finish or stop it, then try again") from None
+                f"experiment dir '{self.exp_dir}' is in use by {_holder(self.path)}; wait "
+                "for it to finish or stop it, then try again")
         self.fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps({
@@ -231,14 +227,6 @@ class ExperimentLock:
             "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         }) + "\n").encode())
         return self
-
-    def _holder(self) -> str:
-        try:
-            info = json.loads(self.path.read_text())
-            return (f"'{info['command']}' (pid {info['pid']} on {info['host']}, since "
-                    f"{info['since']})")
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another omega process (its lock file names no pid yet)"
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
@@ -255,14 +243,29 @@ def lock_holder(exp_dir: str | Path) -> str | None:
     except OSError:
         return None
     try:
+        return None if _try_flock(fd) else _holder(path)
+    finally:
+        os.close(fd)  # releases it if it was taken
+
+
+def _try_flock(fd: int) -> bool:
+    """Takes the exclusive lock on ``fd`` without waiting; False when another holds it."""
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
-        return ExperimentLock(exp_dir, "")._holder()
-    finally:
-        os.close(fd)  # releases it if it was taken
-    return None
+        return False
+    return True
+
+
+def _holder(path: Path) -> str:
+    """The holder a lock file names, for an error message."""
+    try:
+        info = json.loads(path.read_text())
+        return f"'{info['command']}' (pid {info['pid']} on {info['host']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another omega process (its lock file names no pid yet)"
 
 
 def remove_stale_files(exp_dir: str | Path) -> list[Path]:
