@@ -100,7 +100,7 @@ def main() -> None:
                 latent, logits, value_logits = agent.network.apply(
                     params.net, obs, method=MuZeroNetwork.initial_inference)
                 root = mctx.RootFnOutput(prior_logits=logits,
-                                         value=logits_to_scalar(value_logits, mz.support_size),
+                                         value=logits_to_scalar(value_logits, mz.support),
                                          embedding=latent)
                 if mz.search == "gumbel":
                     return mctx.gumbel_muzero_policy(

@@ -508,7 +508,8 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "policy_entropy_weight", "policy_gradient_weight",
                "policy_gradient_normalize", "policy_gradient_steps", "eval_params_ema",
                "gumbel_q_floor", "gumbel_q_stats", "target_update_interval",
-               "reanalyze_with_target", "reanalyze_write_back", "diagnostics_interval"),
+               "reanalyze_with_target", "reanalyze_write_back", "diagnostics_interval",
+               "support_step"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

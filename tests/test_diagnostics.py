@@ -3,11 +3,13 @@ MuZero run on a tiny one."""
 
 import importlib
 import json
+import math
 import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import omega.diagnostics
@@ -142,3 +144,30 @@ def test_river_transitions_sorts_every_step_and_refuses_other_envs(tmp_path):
     room = tiny_muzero_exp(tmp_path)
     other = run_diagnostic("river_transitions", "--dir", room)
     assert other.returncode == 2 and "River tasks only" in other.stderr
+
+
+def test_shaped_rewards_auc_and_returns_on_known_inputs():
+    from omega.diagnostics.shaped_rewards import auc, discounted_returns, entropy_ratio
+
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0 and auc([1.0], [2.0]) == 0.0
+    assert auc([1.0, 2.0], [1.0, 2.0]) == 0.5  # ties count half
+    assert math.isnan(auc([], [1.0]))
+    assert discounted_returns([0.0, 0.0, 1.0], 0.5).tolist() == [0.25, 0.5, 1.0]
+    assert entropy_ratio(np.zeros(8)) == pytest.approx(1.0)
+
+
+def test_shaped_rewards_reads_a_muzero_run_and_refuses_other_agents(tmp_path):
+    exp = tiny_muzero_exp(tmp_path)
+    out = tmp_path / "shaped.json"
+    proc = run_diagnostic("shaped_rewards", "--runs", exp, "--policy", "agent", "--policy",
+                          "random", "--episodes", 2, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["policy"] for r in rows] == ["agent", "random"]
+    for r in rows:
+        assert r["episodes"] == 2 and r["steps"] >= 2 and r["env_steps"] == 512
+        assert 0.0 <= r["prior_entropy"] <= 1.0 + 1e-6 and 0.0 <= r["stood_still_rate"] <= 1.0
+    random_exp = make_exp(tmp_path)
+    assert main(["run", "--dir", str(random_exp)]) == 0
+    other = run_diagnostic("shaped_rewards", "--runs", random_exp)
+    assert other.returncode == 2 and "is not a MuZero experiment" in other.stderr

@@ -20,6 +20,7 @@ from omega.agents import build_agent
 from omega.agents.base import Trajectory
 from omega.agents.muzero import MuZeroAgent, MuZeroConfig, losses, make_muzero_agent, optim
 from omega.agents.muzero import search as mcts
+from omega.agents.muzero.config import Support
 from omega.agents.muzero.networks import (
     MuZeroNetwork,
     logits_to_scalar,
@@ -45,14 +46,31 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 def test_value_transform_round_trips():
     x = jnp.array([-50.0, -1.0, -0.3, 0.0, 0.01, 0.7, 1.0, 3.5, 20.0, 100.0])
-    two_hot = scalar_to_two_hot(x, 10)  # [10, 21]
+    two_hot = scalar_to_two_hot(x, Support(10))  # [10, 21]
     chex.assert_shape(two_hot, (10, 21))
     np.testing.assert_allclose(two_hot.sum(-1), 1.0, rtol=1e-5)
     assert int(jnp.max(jnp.sum(two_hot > 0, -1))) <= 2
-    back = logits_to_scalar(jnp.log(two_hot), 10)
+    back = logits_to_scalar(jnp.log(two_hot), Support(10))
     np.testing.assert_allclose(back, x, rtol=2e-3, atol=2e-3)
     # Beyond the support's range the target is clipped to its edge.
-    assert float(logits_to_scalar(jnp.log(scalar_to_two_hot(jnp.array(1e6), 10)), 10)) < 1e3
+    edge = logits_to_scalar(jnp.log(scalar_to_two_hot(jnp.array(1e6), Support(10))), Support(10))
+    assert float(edge) < 1e3
+
+
+def test_a_finer_support_step_resolves_small_rewards():
+    """A 0.01 reward (h = 0.005) is 0.5% of a unit bin's mass, 10% of a 0.05 bin's; both round
+    trip, and the finer support's range ends at h = S * step."""
+    small = jnp.array([0.01])
+    coarse, fine = Support(10), Support(60, 0.05)
+    assert float(scalar_to_two_hot(small, coarse)[0, 11]) == pytest.approx(0.005, rel=0.01)
+    assert float(scalar_to_two_hot(small, fine)[0, 61]) == pytest.approx(0.1, rel=0.01)
+    x = jnp.array([-3.0, -0.01, 0.0, 0.01, 0.03, 1.0, 1.37, 5.0])
+    back = logits_to_scalar(jnp.log(scalar_to_two_hot(x, fine)), fine)
+    np.testing.assert_allclose(back, x, rtol=2e-3, atol=1e-4)
+    # h(15) = 3.0 = 60 * 0.05: larger returns are clipped to about 15.
+    edge = logits_to_scalar(jnp.log(scalar_to_two_hot(jnp.array(100.0), fine)), fine)
+    assert float(edge) == pytest.approx(15.0, rel=0.01)
+    assert MuZeroConfig(support_size=60, support_step=0.05).support == fine
 
 
 def test_scale_gradient():
@@ -70,7 +88,7 @@ def test_temperature_schedule():
 
 def test_priority_adds_the_weighted_largest_reward_error():
     def logits(x):
-        return jnp.log(scalar_to_two_hot(jnp.asarray(x, jnp.float32), 10))
+        return jnp.log(scalar_to_two_hot(jnp.asarray(x, jnp.float32), Support(10)))
 
     # Two starts, K = 2: predicted root values 0.5 and 0; predicted rewards (0, 0.2) and (0, 0).
     value_logits = logits([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])  # [B, K+1, 2S+1]
@@ -81,12 +99,14 @@ def test_priority_adds_the_weighted_largest_reward_error():
         value_target=jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), value_mask=None,
         policy_target=None, policy_mask=None, weight=None, value_partial=None,
         bootstrap_discount=None, bootstrap_obs=None, index=None)
-    error, priority = losses.value_error_and_priority(value_logits, reward_logits, batch, 10, 0.0)
+    error, priority = losses.value_error_and_priority(value_logits, reward_logits, batch, Support(10),
+                                                      0.0)
     np.testing.assert_allclose(error, [0.5, 0.0], atol=1e-2)
     np.testing.assert_allclose(priority, error)
     # Largest reward errors: row 0 max(1.0, 0.2) = 1.0; row 1 1.0 (the masked step's 3.0
     # would give a priority of 6 if it counted).
-    _, priority = losses.value_error_and_priority(value_logits, reward_logits, batch, 10, 2.0)
+    _, priority = losses.value_error_and_priority(value_logits, reward_logits, batch, Support(10),
+                                                 2.0)
     np.testing.assert_allclose(priority, [0.5 + 2.0, 0.0 + 2.0], atol=2e-2)
 
 

@@ -17,6 +17,7 @@ from test_muzero import hand_recurrent_fn  # the deterministic hand-built model
 from omega.agents.base import Trajectory
 from omega.agents.muzero import MuZeroConfig, losses, make_muzero_agent, optim
 from omega.agents.muzero import search as mcts
+from omega.agents.muzero.config import Support
 from omega.config import config_from_dict
 from omega.errors import ConfigError
 from omega.models.encoders import EncoderConfig
@@ -474,9 +475,9 @@ def _pg_batch(action, mu_taken, value_target, reward_mask, a=4):
 
 
 def test_policy_gradient_loss_on_known_inputs():
-    support = 5
+    support = Support(5)
     logits = jnp.log(jnp.array([[0.1, 0.2, 0.3, 0.4]] * 4))  # pi = 0.1, 0.2, 0.3, 0.4
-    value_logits = jnp.zeros((4, 2 * support + 1))  # uniform over a symmetric support: v = 0
+    value_logits = jnp.zeros((4, support.bins))  # uniform over a symmetric support: v = 0
     batch = _pg_batch(action=[3, 0, 2, 1], mu_taken=[0.2, 0.5, 0.3, 0.2],
                       value_target=np.array([0.5, 0.5, -0.25, 0.8]), reward_mask=[1, 1, 1, 0])
     loss, advantage = losses.policy_gradient_loss(logits, value_logits, batch, support,
@@ -514,11 +515,11 @@ def test_policy_gradient_loss_on_known_inputs():
 
 
 def test_policy_gradient_loss_over_positions_averages_the_live_ones():
-    support = 5
+    support = Support(5)
     pi = np.array([0.1, 0.2, 0.3, 0.4])
     b, p = 3, 2
     logits = jnp.log(jnp.broadcast_to(jnp.asarray(pi), (b, p, 4)))
-    value_logits = jnp.zeros((b, p, 2 * support + 1))  # v = 0 everywhere
+    value_logits = jnp.zeros((b, p, support.bins))  # v = 0 everywhere
     action = np.array([[3, 0], [2, 2], [1, 3]], np.int32)  # [B, P]
     value_target = np.array([[0.5, -0.5], [1.0, 0.25], [0.4, 0.9]], np.float32)
     policy_target = np.full((b, p + 1, 4), 0.25, np.float32)  # mu = 0.25 for every action

@@ -245,13 +245,13 @@ def test_policy_gradient_weights_by_the_acting_policy_not_the_reanalyzed_one():
     # reanalyzed target as mu, an action other than 0 would get mu = 0 and rho = 1.
     logits = jnp.zeros((N_ENVS, A)) - 0.5 * jnp.arange(A)  # a prior that is not uniform
     value_logits = jnp.zeros((N_ENVS, 2 * SMALL.support_size + 1))
-    loss, _ = losses.policy_gradient_loss(logits, value_logits, batch, SMALL.support_size,
+    loss, _ = losses.policy_gradient_loss(logits, value_logits, batch, SMALL.support,
                                       normalize=False)
     pi = np.asarray(jax.nn.softmax(logits))
     taken = np.asarray(batch.action[:, 0])
     mu = acted[np.arange(N_ENVS), taken]
     rho = np.minimum(1.0, pi[np.arange(N_ENVS), taken] / np.maximum(mu, 1e-6))
-    value = np.asarray(logits_to_scalar(value_logits, SMALL.support_size))
+    value = np.asarray(logits_to_scalar(value_logits, SMALL.support))
     mask = batch.reward_mask[:, 0] * batch.policy_mask[:, 0]
     advantage = (batch.value_target[:, 0] - value) * mask
     expected = -rho * advantage * np.log(pi[np.arange(N_ENVS), taken])

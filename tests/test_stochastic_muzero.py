@@ -172,7 +172,7 @@ def train_on_coins(stochastic, updates=100, seed=0):
 def predicted_second_rewards(agent, params):
     """{(coin side, second action): reward the model predicts} after S and action 0; for the
     stochastic model, with the code its encoder gives the real second observation."""
-    net, s = agent.network, COIN.support_size
+    net, s = agent.network, COIN.support
     obs = bandit_obs(np.array([0, 1, 2]))
     first = {k: v[:1] for k, v in obs.items()}
     out = {}

@@ -13,6 +13,9 @@ Each is a module with a ``main(argv=None)``, run from the repository root as
   acting search produces.
 - ``memory_diagnosis``: where recurrent MuZero's learning signal on the memory task
   (Omega-Memory-K6-v0) gets lost, on a replay of scripted play.
+- ``shaped_rewards``: whether a trained MuZero model predicts a task's small shaped rewards
+  (a bonus per new cell or kill) on the steps that earn them, and how flat its prior and
+  search policy are, over played episodes (the agent's or random actions).
 - ``goal_in_view``: in a recorded evaluation (``omega eval --json F --record DIR``), how
   often the goal was within the hero's view, per way the episodes ended.
 
@@ -22,4 +25,4 @@ seed and evaluating it through the omega commands.
 """
 
 DIAGNOSTICS = ("model_probe", "river_transitions", "search_accuracy", "reanalyze_targets",
-               "memory_diagnosis", "goal_in_view")
+               "memory_diagnosis", "shaped_rewards", "goal_in_view")

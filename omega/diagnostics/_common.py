@@ -9,10 +9,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from omega.agents.muzero.config import Support
 from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar
 
 
-def one_step_q(net: Any, params: Any, obs: dict, support: int, gamma: float) -> tuple:
+def one_step_q(net: Any, params: Any, obs: dict, support: Support, gamma: float) -> tuple:
     """(latent [1, D], prior logits [1, A], value logits [1, bins], Q [A]) at ``obs`` (one
     observation, batched to [1, ...]), with the model's one-step
     Q(s, a) = r̂ + γ (1 − p_end) v̂(s') for every action a. Call it under ``jax.jit``."""

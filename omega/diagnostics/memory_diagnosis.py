@@ -129,7 +129,7 @@ def junction_rows(batch, newt: int, lichen: int) -> tuple[np.ndarray, np.ndarray
 def run_variant(name: str, agent, params0, steps: int, held, held_label, held_mask,
                 newt: int, lichen: int, batch_size: int, eval_every: int) -> dict:
     """Trains fresh params with one variant's loss; junction accuracy on ``held`` over time."""
-    s = agent.cfg.support_size
+    s = agent.cfg.support
     probe = nn.Dense(2)
     params = {"net": params0,
               "probe": probe.init(jax.random.PRNGKey(0), jnp.zeros((1, agent.cfg.latent_dim)))}

@@ -41,7 +41,7 @@ def probe(exp: Path, seed: int, actions: list[str], checkpoint: Path | None = No
                          "only those")
     trained = load_trained_agent(exp, checkpoint, cfg=cfg)
     agent, ckpt = trained.agent, trained.checkpoint
-    params, net, support = trained.state.params, agent.network, cfg.muzero.support_size
+    params, net, support = trained.state.params, agent.network, cfg.muzero.support
     gamma = cfg.muzero.gamma
     env = EnvFactory.from_config(cfg.env)(0)
     try:

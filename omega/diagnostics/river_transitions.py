@@ -83,7 +83,7 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
     trained = load_trained_agent(exp, cfg=cfg)
     agent, state, ckpt = trained.agent, trained.state, trained.checkpoint
     actor = evaluation_params(agent, state)
-    net, support, gamma = agent.network, cfg.muzero.support_size, cfg.muzero.gamma
+    net, support, gamma = agent.network, cfg.muzero.support, cfg.muzero.gamma
 
     @jax.jit
     def one_step(obs):  # -> v(s), Q(s, a) for every a, prior [A]

@@ -68,7 +68,7 @@ def evaluate_checkpoint(exp: Path, ckpt: Path, episodes: int, seed: int) -> dict
     trained = load_trained_agent(exp, ckpt)
     cfg, agent, state = trained.cfg, trained.agent, trained.state
     actor = evaluation_params(agent, state)
-    net, support, gamma = agent.network, cfg.muzero.support_size, cfg.muzero.gamma
+    net, support, gamma = agent.network, cfg.muzero.support, cfg.muzero.gamma
     params = actor.net
 
     @jax.jit

@@ -448,7 +448,7 @@ class MuZeroAgent:
     def _recurrent_fn(self, params: Params, rng: jax.Array, action: jax.Array,
                       latent: jax.Array) -> tuple[mctx.RecurrentFnOutput, jax.Array]:
         del rng
-        s = self.cfg.support_size
+        s = self.cfg.support
         next_latent, reward_logits, terminal_logit, logits, value_logits = self.network.apply(
             params, latent, action, method=MuZeroNetwork.recurrent_inference)
         reward = logits_to_scalar(reward_logits, s)  # [N]
@@ -473,7 +473,7 @@ class MuZeroAgent:
         latent, next_memory = self.network.apply(net, obs, first, memory,
                                                  method=MuZeroNetwork.encode)
         logits, value_logits = self.network.apply(net, latent, method=MuZeroNetwork.predict)
-        return make_root(logits, value_logits, latent, self.cfg.support_size), next_memory
+        return make_root(logits, value_logits, latent, self.cfg.support), next_memory
 
     def _search(self, params: ActorParams, rng: jax.Array, root: mctx.RootFnOutput,
                 greedy: bool) -> SearchOutput:
@@ -507,7 +507,7 @@ class MuZeroAgent:
         # nothing resets.
         _, _, value_logits = self.network.apply(params.net, obs, None, memory,
                                                 method=type(self.network).initial_inference)
-        return logits_to_scalar(value_logits, self.cfg.support_size)  # [N]
+        return logits_to_scalar(value_logits, self.cfg.support)  # [N]
 
     def _refresh_memory_impl(self, params: Params, memory_batch: MemoryBatch, obs: Observation,
                              first: jax.Array) -> jax.Array:

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 
 def _range(lo: float | None = None, hi: float | None = None) -> dict[str, float | None]:
     return {"min": lo, "max": hi}  # read by omega.config's validation
+
+
+class Support(NamedTuple):
+    """Where the reward and value heads' 2S + 1 categorical bins lie on the h(x) axis:
+    ``-size * step, ..., 0, ..., size * step``. A target x is two-hot between the two bins
+    around h(x), so a reward much smaller than ``step`` in h gets a sliver of one bin's mass
+    (MuZero's unit bins: a 0.01 bonus, h = 0.005, is 0.5% of bin 1)."""
+
+    size: int
+    step: float = 1.0
+
+    @property
+    def bins(self) -> int:
+        return 2 * self.size + 1
+
+    @property
+    def limit(self) -> float:
+        return self.size * self.step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,8 +34,11 @@ class MuZeroConfig:
     latent_dim: int = dataclasses.field(default=64, metadata=_range(2))
     dynamics_hidden: int = dataclasses.field(default=128, metadata=_range(1))
     prediction_hidden: int = dataclasses.field(default=128, metadata=_range(1))
-    # Value and reward are categorical over the integers -S..S after h(x).
+    # Value and reward are categorical over 2S + 1 bins after h(x): at -S..S times
+    # support_step. Unit steps (MuZero's) resolve a 0.01 shaped reward (h = 0.005) as 0.5% of
+    # one bin's mass; smaller steps resolve it better over a shorter range (h up to S * step).
     support_size: int = dataclasses.field(default=10, metadata=_range(1))
+    support_step: float = dataclasses.field(default=1.0, metadata=_range(1e-3))
     # Search: "muzero" is pUCT with visit-count policy targets (mctx.muzero_policy); "gumbel"
     # is Gumbel MuZero (mctx.gumbel_muzero_policy): sequential halving at the root and the
     # completed-Q improved policy as the target, which still improves the policy when the
@@ -162,6 +183,10 @@ class MuZeroConfig:
     commitment_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     # Rewards using many codes (the entropy of the batch's average code distribution).
     code_usage_weight: float = dataclasses.field(default=0.1, metadata=_range(0.0))
+
+    @property
+    def support(self) -> Support:
+        return Support(self.support_size, self.support_step)
 
     def __post_init__(self):
         if self.search not in ("muzero", "gumbel", "regularized"):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from omega.agents.base import Params
-from omega.agents.muzero.config import MuZeroConfig
+from omega.agents.muzero.config import MuZeroConfig, Support
 from omega.agents.muzero.memory import start_memory
 from omega.agents.muzero.networks import (
     MuZeroNetwork,
@@ -67,7 +67,7 @@ def policy_gradient_mask(batch: ReplayBatch, positions: int,
 
 
 def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
-                         batch: ReplayBatch, support_size: int, normalize: bool = True,
+                         batch: ReplayBatch, support: Support, normalize: bool = True,
                          position_mask: jax.Array | None = None
                          ) -> tuple[jax.Array, jax.Array]:
     """Muesli's policy-gradient term (Hessel et al. 2021): ``-rho A log pi(a|s)`` with the
@@ -101,7 +101,7 @@ def policy_gradient_loss(root_logits: jax.Array, root_value_logits: jax.Array,
     behaviour = batch.policy_target if batch.behaviour_policy is None else batch.behaviour_policy
     mu = jnp.take_along_axis(behaviour[:, :p], action[..., None], -1)[..., 0]
     rho = jnp.minimum(1.0, jnp.exp(log_pi) / jnp.maximum(mu, 1e-6))
-    value = logits_to_scalar(root_value_logits, support_size)  # [B, P]
+    value = logits_to_scalar(root_value_logits, support)  # [B, P]
     advantage = jax.lax.stop_gradient(batch.value_target[:, :p] - value) * mask
     scaled = advantage
     if normalize:
@@ -125,11 +125,11 @@ class Losses(NamedTuple):
 
 
 def unroll_losses(policy_logits: jax.Array, value_logits: jax.Array, reward_logits: jax.Array,
-                  terminal_logits: jax.Array, batch: ReplayBatch, support_size: int) -> Losses:
+                  terminal_logits: jax.Array, batch: ReplayBatch, support: Support) -> Losses:
     """Masked per-position cross-entropies; logits [B, K+1, A], [B, K+1, 2S+1], [B, K, 2S+1]
     and [B, K] (binary)."""
-    value_target = scalar_to_two_hot(batch.value_target, support_size)  # [B, K+1, 2S+1]
-    reward_target = scalar_to_two_hot(batch.reward_target, support_size)  # [B, K, 2S+1]
+    value_target = scalar_to_two_hot(batch.value_target, support)  # [B, K+1, 2S+1]
+    reward_target = scalar_to_two_hot(batch.reward_target, support)  # [B, K, 2S+1]
     terminal = optax.sigmoid_binary_cross_entropy(terminal_logits, batch.terminal_target)
     return Losses(
         policy=cross_entropy(batch.policy_target, policy_logits) * batch.policy_mask,
@@ -139,16 +139,16 @@ def unroll_losses(policy_logits: jax.Array, value_logits: jax.Array, reward_logi
 
 
 def value_error_and_priority(value_logits: jax.Array, reward_logits: jax.Array,
-                             batch: ReplayBatch, support_size: int,
+                             batch: ReplayBatch, support: Support,
                              reward_weight: float) -> tuple[jax.Array, jax.Array]:
     """The root value error [B] and the replay priority [B]: that error plus
     ``reward_weight`` times the unroll's largest reward error (logits [B, K+1, 2S+1] and
     [B, K, 2S+1])."""
-    predicted = logits_to_scalar(value_logits[:, 0], support_size)  # [B]
+    predicted = logits_to_scalar(value_logits[:, 0], support)  # [B]
     error = jnp.abs(batch.value_target[:, 0] - predicted)  # [B]
     if not reward_weight:
         return error, error
-    reward = logits_to_scalar(reward_logits, support_size)  # [B, K]
+    reward = logits_to_scalar(reward_logits, support)  # [B, K]
     reward_error = jnp.max(jnp.abs(batch.reward_target - reward) * batch.reward_mask, -1)
     return error, error + reward_weight * reward_error
 
@@ -223,7 +223,7 @@ def fresh_value_targets(network: Any, cfg: MuZeroConfig, boot_params: Params,
     _, _, boot_logits = network.apply(
         jax.lax.stop_gradient(boot_params), boot_obs, boot_first, boot_memory,
         method=type(network).initial_inference)
-    boot_value = logits_to_scalar(boot_logits, cfg.support_size).reshape(
+    boot_value = logits_to_scalar(boot_logits, cfg.support).reshape(
         batch.value_partial.shape)  # [B, K+1]
     return batch._replace(value_target=jax.lax.stop_gradient(
         batch.value_partial + batch.bootstrap_discount * boot_value))
@@ -243,9 +243,9 @@ def score_unroll(network: Any, cfg: MuZeroConfig, boot_params: Params, batch: Re
     terminal_logits = terminal_logits.swapaxes(0, 1)  # [B, K]
     batch = fresh_value_targets(network, cfg, boot_params, batch)
     losses = unroll_losses(policy_logits, value_logits, reward_logits, terminal_logits,
-                           batch, cfg.support_size)
+                           batch, cfg.support)
     error, priority = value_error_and_priority(value_logits, reward_logits, batch,
-                                               cfg.support_size, cfg.priority_reward_weight)
+                                               cfg.support, cfg.priority_reward_weight)
     return batch, step_weighted(losses, policy_logits, batch, cfg.unroll_steps), error, priority
 
 
@@ -273,7 +273,7 @@ def policy_gradient(network: Any, cfg: MuZeroConfig, params: Params, batch: Repl
     next real observations. -> (loss [B], advantage [B, P], live positions [B, P])."""
     more = cfg.policy_gradient_steps - 1
     if not more:
-        loss, advantage = policy_gradient_loss(logits0, value_logits0, batch, cfg.support_size,
+        loss, advantage = policy_gradient_loss(logits0, value_logits0, batch, cfg.support,
                                                cfg.policy_gradient_normalize)
         return loss, advantage[:, None], policy_gradient_mask(batch, 1)
     logits, value_logits = real_predictions(network, params, batch, more)
@@ -281,7 +281,7 @@ def policy_gradient(network: Any, cfg: MuZeroConfig, params: Params, batch: Repl
     value_logits = jnp.concatenate([value_logits0[:, None], value_logits], 1)
     position_mask = jnp.concatenate([jnp.ones_like(batch.next_obs_mask[:, :1]),
                                      batch.next_obs_mask[:, :more]], 1)  # [B, P]
-    loss, advantage = policy_gradient_loss(logits, value_logits, batch, cfg.support_size,
+    loss, advantage = policy_gradient_loss(logits, value_logits, batch, cfg.support,
                                            cfg.policy_gradient_normalize, position_mask)
     return loss, advantage, policy_gradient_mask(batch, cfg.policy_gradient_steps,
                                                  position_mask)

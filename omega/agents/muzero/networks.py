@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import rlax
 
+from omega.agents.muzero.config import Support
 from omega.models.encoders import EncoderConfig, make_encoder
 
 # ---------------------------------------------------------------------------------------------
@@ -42,17 +43,17 @@ def num_bins(support_size: int) -> int:
     return 2 * support_size + 1
 
 
-def scalar_to_two_hot(x: jax.Array, support_size: int) -> jax.Array:
-    """Scalars [...] -> two-hot distributions [..., 2S+1] over h(x) on the support -S..S."""
+def scalar_to_two_hot(x: jax.Array, support: Support) -> jax.Array:
+    """Scalars [...] -> two-hot distributions [..., 2S+1] over h(x) on the support."""
     h = rlax.signed_hyperbolic(x)
-    return rlax.transform_to_2hot(h, -support_size, support_size, num_bins(support_size))
+    return rlax.transform_to_2hot(h, -support.limit, support.limit, support.bins)
 
 
-def logits_to_scalar(logits: jax.Array, support_size: int) -> jax.Array:
+def logits_to_scalar(logits: jax.Array, support: Support) -> jax.Array:
     """Categorical logits [..., 2S+1] -> scalars [...]: the expected h, mapped back by h^-1."""
     # rlax.transform_from_2hot adds a leading axis to unbatched input; this keeps the rank.
-    support = jnp.linspace(-support_size, support_size, num_bins(support_size))
-    h = jnp.sum(jax.nn.softmax(logits, axis=-1) * support, axis=-1)
+    values = jnp.linspace(-support.limit, support.limit, support.bins)
+    h = jnp.sum(jax.nn.softmax(logits, axis=-1) * values, axis=-1)
     return rlax.signed_parabolic(h)
 
 

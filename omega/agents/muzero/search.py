@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import mctx
 
 from omega.agents.base import Params
+from omega.agents.muzero.config import Support
 from omega.agents.muzero.networks import logits_to_scalar
 
 
@@ -146,11 +147,11 @@ def root_q_spread(tree: mctx.Tree) -> jax.Array:
 
 
 def make_root(logits: jax.Array, value_logits: jax.Array, latent: jax.Array,
-              support_size: int) -> mctx.RootFnOutput:
+              support: Support) -> mctx.RootFnOutput:
     """The search's root from the network's predictions for it: policy logits [N, A], value
     logits [N, 2S+1] and latent [N, D]."""
     return mctx.RootFnOutput(prior_logits=logits,
-                             value=logits_to_scalar(value_logits, support_size),
+                             value=logits_to_scalar(value_logits, support),
                              embedding=latent)
 
 

@@ -229,7 +229,7 @@ def chance_terms(cfg: MuZeroConfig, batch: ReplayBatch, q_logits: jax.Array,
     has_next = batch.next_obs_mask  # [B, K]
     # The afterstate value after a_k has the same expectation as the state value z_k
     # (whose n-step return starts with the reward of step k).
-    q_target = scalar_to_two_hot(batch.value_target[:, :k], cfg.support_size)
+    q_target = scalar_to_two_hot(batch.value_target[:, :k], cfg.support)
     q_loss = losses.cross_entropy(q_target, q_logits.swapaxes(0, 1)) * \
         batch.reward_mask * batch.value_mask[:, :k]  # [B, K]
     chance_loss = losses.cross_entropy(jax.lax.stop_gradient(code),
@@ -329,13 +329,13 @@ class StochasticMuZeroAgent(MuZeroAgent):
             params, latent, action, method=StochasticMuZeroNetwork.afterstate_inference)
         out = mctx.DecisionRecurrentFnOutput(
             chance_logits=chance_logits,
-            afterstate_value=logits_to_scalar(q_logits, self.cfg.support_size))
+            afterstate_value=logits_to_scalar(q_logits, self.cfg.support))
         return out, afterstate
 
     def _chance_fn(self, params: Params, rng: jax.Array, outcome: jax.Array,
                    afterstate: jax.Array) -> tuple[mctx.ChanceRecurrentFnOutput, jax.Array]:
         del rng
-        s = self.cfg.support_size
+        s = self.cfg.support
         code = jax.nn.one_hot(outcome, self.cfg.num_chance_outcomes)
         next_latent, reward_logits, terminal_logit, logits, value_logits = self.network.apply(
             params, afterstate, code, method=StochasticMuZeroNetwork.chance_inference)
@@ -350,7 +350,7 @@ class StochasticMuZeroAgent(MuZeroAgent):
         del first, memory  # never recurrent (refused in __init__)
         latent, logits, value_logits = self.network.apply(
             net, obs, method=StochasticMuZeroNetwork.initial_inference)
-        return make_root(logits, value_logits, latent, self.cfg.support_size), None
+        return make_root(logits, value_logits, latent, self.cfg.support), None
 
     def _search(self, params: ActorParams, rng: jax.Array, root: mctx.RootFnOutput,
                 greedy: bool) -> SearchOutput:
