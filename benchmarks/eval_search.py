@@ -12,7 +12,8 @@ simulations, or with another push of the improved policy, without retraining. If
 at eval lifts success, the agent is short of search; if not, of what its network learned.
 A variant is ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` over the ``muzero`` keys that only
 the search reads (``SEARCH_KEYS``); ``NAME`` alone evaluates the run as it trained. Each run is
-evaluated as ``omega eval`` does (the config's eval episodes, seeds and mode, the moving
+evaluated as ``omega eval`` does (the config's eval seeds and mode, its episode count unless
+``--episodes`` sets fewer or more, the moving
 average of the params where the config keeps one) on its newest checkpoint or
 ``--checkpoint``. Prints one row per run and variant; writes JSON.
 """
@@ -73,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="search settings to evaluate with (repeatable)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file name in each run (default: the newest)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="eval episodes per run and variant (default: the config's eval.episodes)")
     p.add_argument("--out", type=Path, default=None, help="JSON path")
     args = p.parse_args(argv)
+    if args.episodes is not None and args.episodes < 1:
+        p.error(f"--episodes must be >= 1, got {args.episodes}")
     try:
         variants = [parse_variant(v) for v in args.variant]
         runs = []
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         for (name, overrides), vcfg in zip(variants, configs, strict=True):
             trained = load_trained_agent(run, ckpt, cfg=cfg, agent_cfg=vcfg)
             result = evaluate(trained.agent, trained.eval_params(average=True), vcfg,
-                              cfg.eval.episodes, cfg.eval.seed, greedy=cfg.eval.greedy)
+                              args.episodes or cfg.eval.episodes, cfg.eval.seed,
+                              greedy=cfg.eval.greedy)
             data = result.to_json()
             row = {"run": str(run), "checkpoint": ckpt.name, "variant": name,
                    "overrides": overrides,

@@ -170,6 +170,10 @@ def test_eval_search_reevaluates_a_muzero_run_with_other_search_settings(tmp_pat
     direct = tmp_path / "eval.json"
     assert main(["eval", "--dir", str(exp), "--json", str(direct)]) == 0
     assert rows[0]["lengths"] == json.loads(direct.read_text())["lengths"]
+    # --episodes plays fewer (or more) of the config's eval episodes.
+    assert eval_search.main(["--runs", str(exp), "--variant", "x", "--episodes", "2",
+                             "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["seeds"] == [11, 12]
     capsys.readouterr()
     # Keys the network learned, and invalid values, are refused before any episode is played.
     assert eval_search.main(["--runs", str(exp), "--variant", "x:latent_dim=8"]) == 2
