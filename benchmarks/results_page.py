@@ -55,6 +55,18 @@ EXPERIMENTS = [
     ("ray_backend.md", "the Ray backend against the single-process loop"),
     ("muzero_resume.md", "a MuZero run killed and resumed with the replay saved with its "
                          "checkpoint"),
+    ("muzero_targets.md", "MuZero's targets: Q normalisation, reanalyze write-back, a target "
+                          "network, considered actions, the consistency loss"),
+    ("reward_shaping.md", "reward shaping: a kill bonus and an episodic cell bonus "
+                          "(CorridorBattle, Room-Ultimate-15x15, Corridor-R2, MazeWalk)"),
+    ("visited_cells.md", "the visited cells in the observation (`visited_crop`)"),
+    ("ppo_late_collapse.md", "PPO's late collapse on short tasks and the learning-rate decay "
+                             "that prevents it"),
+    ("memento.md", "Memento-Short-F2: the waiting trap, reward and entropy settings"),
+    ("minihack_step_penalty.md", "MiniHack's step penalty and the waiting trap (KeyRoom-S5, "
+                                 "MazeWalk, Room-Ultimate-15x15, Corridor-R2), PPO and MuZero"),
+    ("muzero_exploration.md", "MuZero on the cell-bonus exploration tasks (MazeWalk-15x15, "
+                              "Corridor-R2): what its model predicts, and three changes tried"),
 ]
 
 
@@ -301,7 +313,8 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         lines.append("None yet: no task is solved by a finished run.")
     lines += ["", "## Experiment log", "",
               "The experiments behind the configs and the agents, with their commands and raw "
-              "numbers, measured before this suite (docs/experiments/):", ""]
+              "numbers, one file per topic (docs/experiments/; its "
+              "[README](experiments/README.md) says what each found):", ""]
     lines += [f"- [{name}](experiments/{name}): {what}" for name, what in EXPERIMENTS]
     return "\n".join(wrap(lines)).rstrip() + "\n"
 

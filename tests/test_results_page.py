@@ -108,3 +108,13 @@ def test_collect_copies_results_and_gifs(tmp_path):
     assert (tmp_path / "data" / "results" / "ppo" / "x" / "seed0.json").is_file()
     assert (tmp_path / "data" / "baselines" / "E.json").is_file()
     assert (tmp_path / "gifs" / "ppo__x.gif").is_file()
+
+
+def test_every_experiment_log_is_linked_from_the_results_page():
+    """A topic added to docs/experiments/ is listed on the results page too."""
+    results_page = load_script()
+    logs = sorted(p.name for p in (REPO / "docs" / "experiments").glob("*.md")
+                  if p.name != "README.md")
+    assert sorted(name for name, _ in results_page.EXPERIMENTS) == logs
+    index = (REPO / "docs" / "experiments" / "README.md").read_text()
+    assert all(f"]({name})" in index for name in logs)
