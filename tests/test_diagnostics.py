@@ -171,3 +171,5 @@ def test_shaped_rewards_reads_a_muzero_run_and_refuses_other_agents(tmp_path):
     assert main(["run", "--dir", str(random_exp)]) == 0
     other = run_diagnostic("shaped_rewards", "--runs", random_exp)
     assert other.returncode == 2 and "is not a MuZero experiment" in other.stderr
+    bad = run_diagnostic("shaped_rewards", "--runs", exp, "--episodes", 0)
+    assert bad.returncode == 2 and "--episodes must be >= 1" in bad.stderr

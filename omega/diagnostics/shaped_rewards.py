@@ -34,12 +34,11 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from nle import nethack
 
-from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar
-from omega.diagnostics._common import write_json
+from omega.agents.muzero.networks import logits_to_scalar
+from omega.diagnostics._common import one_step, write_json
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
 from omega.training.experiment import (
@@ -81,19 +80,13 @@ def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
 
 
 def make_heads(agent):
-    """One jitted function: obs -> (prior logits [1, A], value [1], reward per action [1, A])."""
-    network, support = agent.network, agent.cfg.support
-    num_actions = agent.num_actions
+    """One jitted function: obs -> (prior logits [1, A], value [1], reward per action [A])."""
+    support = agent.cfg.support
 
     @jax.jit
     def heads(net, obs):
-        latent, logits, value_logits = network.apply(net, obs, method=MuZeroNetwork.initial_inference)
-        actions = jnp.arange(num_actions)
-        tiled = jnp.repeat(latent, num_actions, axis=0)  # [A, D]
-        _, reward_logits, _, _, _ = network.apply(net, tiled, actions,
-                                                  method=MuZeroNetwork.recurrent_inference)
-        return (logits, logits_to_scalar(value_logits, support),
-                logits_to_scalar(reward_logits, support)[None])
+        out = one_step(agent.network, net, obs, support, agent.cfg.gamma)
+        return out.logits, logits_to_scalar(out.value_logits, support), out.reward
     return heads
 
 
@@ -128,8 +121,8 @@ def probe(trained, policy: str, episodes: int, small: float, rng_seed: int = 0) 
                 moved = (obs["blstats"][nethack.NLE_BL_X], obs["blstats"][nethack.NLE_BL_Y])
                 rewards.append(float(r))
                 steps["reward"].append(float(r))
-                steps["predicted"].append(float(reward_per_action[0, action]))
-                steps["spread"].append(float(np.ptp(reward_per_action[0])))
+                steps["predicted"].append(float(reward_per_action[action]))
+                steps["spread"].append(float(np.ptp(reward_per_action)))
                 steps["value"].append(float(value[0]))
                 steps["prior_entropy"].append(float(entropy_ratio(np.asarray(logits[0]))))
                 steps["search_entropy"].append(
@@ -180,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="checkpoint file name in each run (default: the newest)")
     p.add_argument("--json", type=Path, default=None, help="JSON path")
     args = p.parse_args(argv)
+    if args.episodes < 1:
+        p.error(f"--episodes must be >= 1, got {args.episodes}")
+    if args.small <= 0:
+        p.error(f"--small must be > 0, got {args.small}")
     rows = []
     cols = ("success_rate", "small_reward_rate", "stood_still_rate", "predicted_reward_at_zero",
             "predicted_reward_at_small", "small_vs_zero_auc", "reward_spread_over_actions",
@@ -187,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for run in args.runs:
             cfg = load_experiment(run)
-            if cfg.agent_type != "muzero" or "blstats" not in cfg.env.observation.keys:
-                raise OmegaError(f"'{run}' is not a MuZero experiment that observes blstats "
-                                 "(agent_type muzero, env.observation.keys with blstats); "
-                                 "shaped_rewards reads the hero's cell from it")
+            if (cfg.agent_type != "muzero" or cfg.muzero.stochastic or cfg.model.recurrent
+                    or "blstats" not in cfg.env.observation.keys):
+                raise OmegaError(f"'{run}' is not a MuZero experiment of the plain kind that "
+                                 "observes blstats (agent_type muzero, stochastic: false, "
+                                 "model.recurrent: false, env.observation.keys with blstats); "
+                                 "shaped_rewards reads the hero's cell from blstats")
             ckpt = find_checkpoint(run, args.checkpoint and run / CHECKPOINT_DIR / args.checkpoint)
             if not ckpt.is_file():
                 raise OmegaError(f"'{run}': no checkpoint {ckpt.name} in {ckpt.parent}")

@@ -40,7 +40,7 @@ from omega.models.encoders import EncoderConfig, make_encoder
 
 
 def num_bins(support_size: int) -> int:
-    return 2 * support_size + 1
+    return Support(support_size).bins
 
 
 def scalar_to_two_hot(x: jax.Array, support: Support) -> jax.Array:
