@@ -333,6 +333,46 @@ def test_killed_suite_resumes_and_redoes_nothing_finished(tmp_path):
     assert (out / "plots" / "Omega-AvoidFuzzyBear-v0.png").is_file()
 
 
+def test_a_run_stopped_alone_is_stopped_not_failed_and_the_others_go_on(tmp_path):
+    # Ctrl-C / SIGTERM to one run's process (to free a core, say): the run saves a checkpoint
+    # and exits 130; the suite counts it as stopped, not failed, still trains the runs after
+    # it, exits 130, and the same command resumes it.
+    path = write_suite(tmp_path, [{"config": "bear.yaml", "budget": 768},
+                                  {"config": "room.yaml"}], checkpoints=3, seeds=[0])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "omega", "suite", str(path), "--output-dir", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    bear_log = out / "logs" / "random__bear__seed0.log"
+    bear_ckpts = out / "runs" / "random" / "bear" / "seed0" / "checkpoints"
+    log = tmp_path / "first.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        ok = _wait_for(lambda: any(bear_ckpts.glob("ckpt_*.msgpack")), proc, 240)
+        assert ok, log.read_text()
+        header = bear_log.read_text().splitlines()[0]  # "=== omega suite: ID, pid N on ..."
+        os.kill(int(header.split(", pid ")[1].split()[0]), signal.SIGINT)
+        assert proc.wait(timeout=300) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    first = log.read_text()
+    assert "random/bear/seed0 stopped by a signal (exit 130) after saving a checkpoint" in first
+    assert "failed" not in first, first
+    assert "random/room/seed0 done" in first, first  # the next run still trained
+    assert "2/2 done" not in first and "1/2 done, 0 running, 0 left, 1 stopped" in first
+    assert not (out / "results" / "random" / "bear" / "seed0.json").exists()
+
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 finished before, 1 to resume, 0 to start" in again.stdout, again.stdout
+    assert "resuming from ckpt_" in bear_log.read_text()
+    resumed = json.loads((out / "results" / "random" / "bear" / "seed0.json").read_text())
+    assert resumed["status"] == "done" and resumed["env_steps"] == 768
+
+
 def test_dry_run_lists_the_runs_and_their_state(tmp_path, capsys):
     path = write_suite(tmp_path, [{"config": "room.yaml"}], baselines=True)
     code, out, _ = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),

@@ -441,16 +441,21 @@ class Tracker:
         self.running: set[str] = set()
         self.failed: list[str] = []
         self.codes: list[int | None] = []  # exit codes of the failed jobs
+        # Runs stopped by a signal sent to them alone (not to the suite): they saved a
+        # checkpoint, so a rerun resumes them; neither finished nor failed.
+        self.stopped: list[str] = []
+        self.stop_codes: list[int] = []
         self.elsewhere: list[str] = []  # runs another process was training: left to it
         self._last = ""
-        self._estimate: tuple[tuple[int, int], float | None] | None = None  # (counts, s)
+        self._estimate: tuple[tuple[int, ...], float | None] | None = None  # (counts, s)
 
     def line(self) -> str:
         left = (self.total - self.done - len(self.running) - len(self.failed)
-                - len(self.elsewhere))
+                - len(self.stopped) - len(self.elsewhere))
         text = (f"omega: suite {self.suite.name}: {self.done}/{self.total} done, "
                 f"{len(self.running)} running, {left} left")
         text += f", {len(self.elsewhere)} in another process" if self.elsewhere else ""
+        text += f", {len(self.stopped)} stopped" if self.stopped else ""
         text += f", {len(self.failed)} failed" if self.failed else ""
         seconds = self.seconds_left() if (left or self.running) and self.parallel else None
         if seconds is not None:
@@ -463,7 +468,7 @@ class Tracker:
         seconds per env step of the finished runs of its agent type (training and eval, as
         they ran, beside whatever else did), ``parallel`` at a time. Running runs count in
         full. None until every agent type left has a finished run."""
-        counts = (self.done, len(self.failed))  # what the estimate depends on
+        counts = (self.done, len(self.failed), len(self.stopped))  # what it depends on
         if self._estimate is not None and self._estimate[0] == counts:
             return self._estimate[1]
         out = self.suite.output_dir
@@ -473,8 +478,9 @@ class Tracker:
         for run in self.runs:
             data = _read_json(result_path(out, run))
             if data is None or data.get("spec_hash") != run.spec_hash:
-                # A failed run waits for the next command, another process's for that one.
-                if run.run_id not in self.failed and run.run_id not in self.elsewhere:
+                # A failed or stopped run waits for the next command, another process's
+                # for that one.
+                if run.run_id not in (*self.failed, *self.stopped, *self.elsewhere):
                     left.append(run)
             elif data.get("env_steps"):
                 wall[run.agent_type] = wall.get(run.agent_type, 0.0) + float(
@@ -486,6 +492,22 @@ class Tracker:
                           for r in left) / self.parallel
         self._estimate = (counts, seconds)
         return seconds
+
+    def record(self, job: RunSpec | BaselineSpec, code: int | None) -> str:
+        """Counts a job that ended with exit ``code`` as done, stopped or failed; returns
+        the line that says which."""
+        ok, note = _finished_note(self.suite.output_dir, job, code)
+        if ok:
+            self.done += 1
+        elif code in STOPPED_CODES:
+            self.stopped.append(job.run_id)
+            self.stop_codes.append(code)
+            note = (f"{job.run_id} stopped by a signal (exit {code}) after saving a "
+                    "checkpoint; the same command resumes it")
+        else:
+            self.failed.append(job.run_id)
+            self.codes.append(code)
+        return note
 
     def show(self, note: str | None = None) -> None:
         if note:
@@ -512,6 +534,10 @@ def _last_line(path: Path) -> str:
         return ""
     errors = [x for x in lines if x.startswith("omega: error:")]
     return (errors or lines or [""])[-1][:300]
+
+
+# 'omega run' and a job's process exit with 128 + the signal after saving a checkpoint.
+STOPPED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 def _finished_note(out: Path, job: RunSpec | BaselineSpec, code: int | None) -> tuple[bool, str]:
@@ -583,14 +609,12 @@ def run_local(suite: Suite, jobs: list[RunSpec | BaselineSpec], parallel: int, d
                 proc, job = running.pop(sentinel)
                 proc.join()
                 tracker.running.discard(job.run_id)
-                ok, note = _finished_note(out, job, proc.exitcode)
-                if ok:
-                    tracker.done += 1
-                elif stop.signum is None:
-                    tracker.failed.append(job.run_id)
-                    tracker.codes.append(proc.exitcode)
-                else:
-                    note = f"{job.run_id} stopped; a rerun resumes it"
+                if stop.signum is None:
+                    note = tracker.record(job, proc.exitcode)
+                else:  # the suite was stopped, and the runs with it
+                    ok, note = _finished_note(out, job, proc.exitcode)
+                    tracker.done += ok
+                    note = note if ok else f"{job.run_id} stopped; a rerun resumes it"
                 tracker.show(note)
             if stop.signum is not None and not running:
                 break
@@ -658,13 +682,7 @@ def run_ray(suite: Suite, jobs: list[RunSpec | BaselineSpec], parallel: int | No
                     code = None
                     print(f"omega: suite: Ray lost {job.run_id}: {str(e).splitlines()[0]}",
                           file=tracker.out, flush=True)
-                ok, note = _finished_note(out, job, code)
-                if ok:
-                    tracker.done += 1
-                else:
-                    tracker.failed.append(job.run_id)
-                    tracker.codes.append(code)
-                tracker.show(note)
+                tracker.show(tracker.record(job, code))
             # A task is running once its log was opened by this invocation.
             for job in refs.values():
                 log = log_path(out, job)
@@ -705,7 +723,8 @@ def run_suite(suite: Suite, parallel: int | None = 1, device: str = "cpu",
     """Runs what is not finished, then writes the summary (of every entry). Returns the exit
     code: 0 when every job is finished or left to another process that trains it (the
     local backend does not start a run whose dir another process has locked), 1 when some
-    failed, 130 / 143 when stopped by a signal. ``only``: glob patterns (see
+    failed, 130 / 143 when the suite, or one of its runs alone, was stopped by a signal
+    (a run stopped alone does not stop the others). ``only``: glob patterns (see
     :func:`select_runs`); the baselines always run."""
     from omega.suite.report import write_summary
 
@@ -747,6 +766,11 @@ def run_suite(suite: Suite, parallel: int | None = 1, device: str = "cpu",
               f"another process and were left to it ({', '.join(tracker.elsewhere)}); the "
               "summary lists them once they finish (the same command writes it again)",
               file=stream, flush=True)
+    if tracker.stopped and not tracker.failed:
+        print(f"omega: suite {suite.name}: {len(tracker.stopped)} run(s) were stopped by a "
+              f"signal sent to them ({', '.join(tracker.stopped)}); they saved their "
+              "checkpoints, and the same command resumes them", file=stream, flush=True)
+        return tracker.stop_codes[0]
     if tracker.failed:
         raise SuiteFailed(f"suite {suite.name}: {len(tracker.failed)} job(s) failed ("
                           + ", ".join(tracker.failed) + "); the lines above and their logs "
