@@ -272,6 +272,36 @@ def test_burn_in_gradient_reaches_what_the_encoder_writes_to_memory(filled):
                                agent._start_memory(state.params, mem), rtol=1e-6, atol=1e-6)
 
 
+def test_burn_in_gradient_equals_a_plain_scan_of_the_encoder(filled):
+    """The burn-in recomputes its steps in the backward pass (jax.checkpoint, for speed): the
+    gradient must be the one of a plain scan of the encoder over the same steps."""
+    from omega.agents.muzero.networks import MuZeroNetwork
+
+    agent, state, _ = filled
+    starts = (np.arange(8) % N, np.array([0, 1, 2, 5, 6, 7, 8, 11]), np.ones(8, np.float32))
+    mem = agent.replay.sample(8, starts=starts).memory
+    through = make_muzero_agent(dataclasses.replace(agent.cfg, burn_in_gradient=True), MEMORY,
+                                A, total_env_steps=10_000)
+
+    def plain(p):
+        m = mem.memory
+        for t in range(mem.burn_in_obs["glyphs_crop"].shape[1]):
+            obs = {k: v[:, t] for k, v in mem.burn_in_obs.items()}
+            _, nxt = through.network.apply(p, obs, mem.burn_in_first[:, t], m,
+                                           method=MuZeroNetwork.encode)
+            keep = mem.burn_in_mask[:, t].reshape((-1,) + (1,) * (m.ndim - 1)) > 0
+            m = jax.numpy.where(keep, nxt, m)
+        return m
+
+    weights = np.random.default_rng(3).normal(size=mem.memory.shape).astype(np.float32)
+    got = jax.grad(lambda p: (through._start_memory(p, mem) * weights).sum())(state.params)
+    want = jax.grad(lambda p: (plain(p) * weights).sum())(state.params)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                    strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+    assert sum(float(np.abs(np.asarray(g)).sum()) for g in jax.tree_util.tree_leaves(got)) > 0
+
+
 def test_learn_stores_the_acting_memory(filled):
     agent, _, (traj1, traj2) = filled
     stored = agent.replay.memory[:, :2 * T]  # [N, 2T, ...]
