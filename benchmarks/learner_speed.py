@@ -31,8 +31,7 @@ import numpy as np
 
 from omega.agents import build_agent
 from omega.agents.muzero import batches
-from omega.training.checkpoint import (checkpoint_steps, latest_checkpoint, load_replay,
-                                       replay_path)
+from omega.training.checkpoint import checkpoint_steps, latest_checkpoint, load_replay, replay_path
 from omega.training.loop import prepare_run
 
 
@@ -72,7 +71,7 @@ def time_steps(agent, state, steps: int) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True,
                         help="a MuZero experiment dir with a checkpoint and its saved replay")
@@ -81,7 +80,7 @@ def main() -> None:
                              "run's own config")
     parser.add_argument("--steps", type=int, default=20, help="timed train steps per variant")
     parser.add_argument("--out", type=Path, help="JSON results file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
     device = jax.devices("cpu")[0] if jax.default_backend() == "cpu" else jax.devices()[0]
@@ -118,7 +117,8 @@ def main() -> None:
             "machine": platform.machine(), "jax": jax.__version__, "rows": rows},
             indent=2) + "\n")
         print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -186,3 +186,28 @@ def test_eval_search_reevaluates_a_muzero_run_with_other_search_settings(tmp_pat
     assert eval_search.main(["--runs", str(exp), "--variant", "x", "--checkpoint",
                              "ckpt_9.msgpack"]) == 2
     assert "no checkpoint ckpt_9.msgpack" in capsys.readouterr().err
+
+
+def test_learner_speed_times_the_train_step_of_each_variant(tmp_path):
+    try:
+        from tests.test_hostile import TINY_MUZERO
+    except ImportError:  # pragma: no cover
+        from test_hostile import TINY_MUZERO
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import learner_speed
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(TINY_MUZERO)
+    exp = tmp_path / "exp"
+    assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
+    assert main(["run", "--dir", str(exp)]) == 0
+    out = tmp_path / "speed.json"
+    assert learner_speed.main(["--run", str(exp), "--steps", "2", "--variant",
+                               'small={"batch_size": 4}', "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["variant"] for r in data["rows"]] == ["shipped", "small"]
+    assert data["rows"][1]["muzero"] == {"batch_size": 4}
+    for row in data["rows"]:
+        assert row["update_ms"] > 0
+        assert row["train_step_ms"] >= row["update_ms"]
+    assert data["checkpoint"] == "ckpt_000000000256.msgpack"
