@@ -175,6 +175,13 @@ def test_only_selects_runs_seed_by_seed(tmp_path, capsys):
                             "--only", "random/beer"], capsys)
     assert code == 2 and "--only 'random/beer' matches no run" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    # Commas separate patterns as repeated flags do; an empty one is refused.
+    code, out, _ = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),
+                            "--only", "*/bear/seed1, ppo/ppo", "--dry-run"], capsys)
+    assert code == 0 and "2 runs of 5 (--only)" in out and "random/room/seed0" not in out
+    code, _, err = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),
+                            "--only", "ppo/ppo,"], capsys)
+    assert code == 2 and "empty pattern" in err and len(err.splitlines()) == 1
 
 
 def test_gif_shows_an_eval_episode_the_trained_agent_solves(tmp_path, capsys):

@@ -184,8 +184,9 @@ def _add_suite(sub) -> None:
                    help="only evaluate the random policy on each task (no training)")
     p.add_argument("--only", action="append", default=[], metavar="PATTERN",
                    help="run only the runs whose entry name or run id matches this glob, e.g. "
-                        "'ppo/*' or 'muzero/corridor_battle/seed1' (repeatable; the random "
-                        "baselines always run, and the summary lists every entry)")
+                        "'ppo/*' or 'muzero/corridor_battle/seed1'; several patterns: "
+                        "repeat the flag or separate them with commas (the random baselines "
+                        "always run, and the summary lists every entry)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the suite and list its runs and their state; run nothing")
 
@@ -471,7 +472,10 @@ def cmd_suite(args) -> int:
         raise OmegaError(f"--cpus-per-run must be positive, got {args.cpus_per_run}")
     suite = load_suite(args.suite, args.output_dir)
     check_outputs(suite)
-    only = tuple(args.only)
+    only = tuple(q.strip() for arg in args.only for q in arg.split(","))
+    if "" in only:
+        raise OmegaError(f"--only {' '.join(repr(a) for a in args.only)} holds an empty "
+                         "pattern; give globs like 'ppo/*', separated by commas")
     selected = select_runs(suite, only)
     if args.dry_run:
         out = suite.output_dir
