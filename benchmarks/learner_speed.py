@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -31,20 +32,25 @@ import numpy as np
 
 from omega.agents import build_agent
 from omega.agents.muzero import batches
+from omega.errors import OmegaError
 from omega.training.checkpoint import checkpoint_steps, latest_checkpoint, load_replay, replay_path
 from omega.training.loop import prepare_run
+
+
+class UsageError(Exception):
+    """A bad argument or run: one line on stderr, exit 2."""
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
     name, sep, keys = text.partition("=")
     if not sep or not name:
-        raise SystemExit(f"--variant '{text}': expected NAME={{json of muzero keys}}")
+        raise UsageError(f"--variant '{text}': expected NAME={{json of muzero keys}}")
     try:
         over = json.loads(keys)
     except json.JSONDecodeError as e:
-        raise SystemExit(f"--variant '{text}': the keys are not JSON ({e})") from None
+        raise UsageError(f"--variant '{text}': the keys are not JSON ({e})") from None
     if not isinstance(over, dict):
-        raise SystemExit(f"--variant '{text}': the keys must be a JSON object")
+        raise UsageError(f"--variant '{text}': the keys must be a JSON object")
     return name, over
 
 
@@ -72,36 +78,52 @@ def time_steps(agent, state, steps: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (UsageError, OmegaError) as e:
+        print(f"learner_speed: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True,
                         help="a MuZero experiment dir with a checkpoint and its saved replay")
-    parser.add_argument("--variant", action="append", default=[], type=parse_variant,
+    parser.add_argument("--variant", action="append", default=[],
                         help="NAME={json of muzero keys}, repeatable; 'shipped' is the "
                              "run's own config")
     parser.add_argument("--steps", type=int, default=20, help="timed train steps per variant")
     parser.add_argument("--out", type=Path, help="JSON results file")
     args = parser.parse_args(argv)
     if args.steps < 1:
-        raise SystemExit("--steps must be >= 1")
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    variants = [parse_variant(v) for v in args.variant]
+    if not (args.run / "config.yaml").is_file():
+        raise UsageError(f"'{args.run}' is not an experiment dir (no config.yaml); make one "
+                         "with 'omega make' and train it with 'omega run'")
     device = jax.devices("cpu")[0] if jax.default_backend() == "cpu" else jax.devices()[0]
     with jax.default_device(device):
         with open(os.devnull, "w") as quiet:
             run = prepare_run(args.run, None, device, quiet)
         if run.cfg.agent_type != "muzero":
-            raise SystemExit(f"'{args.run}' is a {run.cfg.agent_type} run; this times MuZero")
+            raise UsageError(f"'{args.run}' is a {run.cfg.agent_type} run; this times MuZero")
         ckpt = latest_checkpoint(args.run / "checkpoints")
+        if ckpt is None:
+            raise UsageError(f"'{args.run}' has no checkpoint; train it with 'omega run'")
         path = replay_path(args.run / "checkpoints", checkpoint_steps(ckpt))
         if not path.is_file():
-            raise SystemExit(f"no {path.name} next to {ckpt.name}: the run must save its "
+            raise UsageError(f"no {path.name} next to {ckpt.name}: the run must save its "
                              "replay (train.checkpoint_replay: true)")
         saved = load_replay(path, run.config_hash)
-        rows = []
-        for name, over in [("shipped", {}), *args.variant]:
+        configs = []  # every variant is checked before any is timed
+        for name, over in [("shipped", {}), *variants]:
             try:
-                cfg = dataclasses.replace(run.cfg, muzero=dataclasses.replace(run.cfg.muzero,
-                                                                              **over))
-            except TypeError as e:
-                raise SystemExit(f"variant {name}: {e}") from None
+                configs.append((name, over, dataclasses.replace(
+                    run.cfg, muzero=dataclasses.replace(run.cfg.muzero, **over))))
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"variant {name}: {e}") from None
+        rows = []
+        for name, over, cfg in configs:
             agent, _ = build_agent(cfg, run.num_actions)
             agent.restore_replay(saved)
             row = {"variant": name, "muzero": over, **time_steps(agent, run.state, args.steps)}

@@ -211,3 +211,9 @@ def test_learner_speed_times_the_train_step_of_each_variant(tmp_path):
         assert row["update_ms"] > 0
         assert row["train_step_ms"] >= row["update_ms"]
     assert data["checkpoint"] == "ckpt_000000000256.msgpack"
+    # Bad input: one line, exit 2, before anything is timed.
+    for bad in (["--run", str(tmp_path / "nope")],
+                ["--run", str(exp), "--variant", "x={not json}"],
+                ["--run", str(exp), "--variant", 'x={"no_such_key": 1}'],
+                ["--run", str(exp), "--steps", "0"]):
+        assert learner_speed.main(bad) == 2, bad

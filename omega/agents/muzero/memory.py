@@ -45,7 +45,7 @@ def start_memory(network: MuZeroNetwork, cfg: MuZeroConfig, params: Params,
         # Recompute each step's encoding in the backward pass instead of stacking its
         # activations: on XLA:CPU the backward through the stacked residuals of this scan
         # costs ~7x its forward, and rematerialising makes the whole train step ~1.5x faster
-        # (Omega-Memory-K10's recipe: 410 -> 265 ms per step, 2 cores), same gradients.
+        # (Omega-Memory-K10's recipe: ~400 -> 278 ms per step, 2 cores), same gradients.
         step = jax.checkpoint(step)
     start, _ = jax.lax.scan(step, memory.memory, time_major)
     return start if through else jax.lax.stop_gradient(start)
