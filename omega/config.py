@@ -28,7 +28,7 @@ from omega.models.encoders import EncoderConfig
 OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "visited_crop", "blstats", "message")
 # Env constructor kwargs omega sets itself (omega.envs.make), and the keys that set them.
 OMEGA_ENV_KWARGS = {"observation_keys": "env.observation.keys",
-                    "actions": "env.action_set", "savedir": "record.every_n_episodes",
+                    "actions": "env.action_set or env.extra_actions", "savedir": "record.every_n_episodes",
                     "save_ttyrec_every": "record.every_n_episodes"}
 
 
@@ -63,6 +63,9 @@ class EnvConfig:
     # "default": the env's own action set; "full": every NetHack keyboard command (the set
     # NetHackChallenge-v0 always uses, len(nle.nethack.ACTIONS)).
     action_set: Literal["default", "full"] = "default"
+    # NetHack actions added after the env's own, by name (omega.envs.ACTION_NAMES), e.g.
+    # [SEARCH]: a way to wait a turn, which MiniHack's navigation tasks leave out.
+    extra_actions: tuple[str, ...] = ()
     observation: ObservationConfig = dataclasses.field(default_factory=ObservationConfig)
     reward_shaping: RewardShapingConfig = dataclasses.field(default_factory=RewardShapingConfig)
 
@@ -304,6 +307,17 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
         if key in OMEGA_ENV_KWARGS:
             raise ConfigError(f"config key 'env.options.{key}' is set by omega; "
                               f"use {OMEGA_ENV_KWARGS[key]} instead")
+    if cfg.env.extra_actions:
+        from omega.envs import resolve_actions
+
+        if cfg.env.action_set != "default":
+            raise ConfigError(
+                f"config key 'env.extra_actions' needs env.action_set 'default' (the "
+                f"{cfg.env.action_set!r} set has every action already); remove one of them")
+        try:
+            resolve_actions(cfg.env.extra_actions)
+        except ValueError as e:
+            raise ConfigError(f"config key 'env.extra_actions': {e}") from None
     for key in cfg.env.observation.keys:
         if key not in OBSERVATION_KEYS:
             raise ConfigError(
@@ -497,7 +511,7 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 
 _ADDED_LATER: dict[str, tuple[str, ...]] = {
-    "env": ("action_set", "reward_shaping.experience_bonus",
+    "env": ("action_set", "extra_actions", "reward_shaping.experience_bonus",
             "reward_shaping.new_cell_bonus"),
     "ppo": ("entropy_schedule", "entropy_coef_final"),
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",

@@ -4,12 +4,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from nle import nethack
 
 from omega.cli.main import main
 from omega.config import config_from_dict, config_hash, load_config
 from omega.envs import EnvFactory, make
+from omega.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +45,41 @@ def test_action_set_default_keeps_the_env_own_and_the_config_hash():
     plain, default = config_from_dict({}), config_from_dict({"env": {"action_set": "default"}})
     assert config_hash(plain) == config_hash(default)
     assert config_hash(config_from_dict({"env": {"action_set": "full"}})) != config_hash(plain)
+
+
+def test_extra_actions_follow_the_env_own_and_are_checked():
+    env = make("MiniHack-CorridorBattle-v0", extra_actions=["SEARCH"])
+    try:
+        # The task's eight moves first, in their order, then the search command.
+        assert env.unwrapped.actions == (*nethack.CompassDirection, nethack.Command.SEARCH)
+        assert env.action_space.n == 9
+        obs, _ = env.reset(seed=3)
+        before = obs["blstats"][:2].copy()
+        obs, *_ = env.step(8)
+        assert env.observation_space.contains(obs)
+        assert (obs["blstats"][:2] == before).all()  # a turn in place: the hero did not move
+    finally:
+        env.close()
+    cfg = config_from_dict({"env": {"id": "MiniHack-CorridorBattle-v0",
+                                    "extra_actions": ["SEARCH"]}})
+    env = EnvFactory.from_config(cfg.env)(0)
+    assert env.action_space.n == 9
+    env.close()
+    # Experiments made before the key existed keep their hash; a set with extras is another.
+    assert config_hash(config_from_dict({})) == config_hash(
+        config_from_dict({"env": {"extra_actions": []}}))
+    assert config_hash(cfg) != config_hash(
+        config_from_dict({"env": {"id": "MiniHack-CorridorBattle-v0"}}))
+    bad = {"SERCH": "did you mean 'SEARCH'", "NOT_AN_ACTION": "nle.nethack.ACTIONS"}
+    for name, hint in bad.items():
+        with pytest.raises(ConfigError, match=f"env.extra_actions.*{name}.*{hint}"):
+            config_from_dict({"env": {"extra_actions": [name]}})
+    with pytest.raises(ConfigError, match="listed twice"):
+        config_from_dict({"env": {"extra_actions": ["SEARCH", "SEARCH"]}})
+    with pytest.raises(ConfigError, match="needs env.action_set 'default'"):
+        config_from_dict({"env": {"action_set": "full", "extra_actions": ["SEARCH"]}})
+    with pytest.raises(ValueError, match="among its own actions already"):
+        make("MiniHack-CorridorBattle-v0", extra_actions=["E"])
 
 
 def test_challenge_eval_says_its_seeds_do_not_fix_the_games(tmp_path, capsys):

@@ -32,6 +32,13 @@ from omega.envs.wrappers import (
 
 ENV_PREFIXES = ("NetHack", "MiniHack-", "Omega-")
 ACTION_SETS = ("default", "full")
+# Every NetHack keyboard command by name: "SEARCH", "PRAY", or qualified by its enum
+# ("CompassDirectionLonger.N") where a bare name is ambiguous; a bare compass name is the
+# one-step move, as in the env's own sets.
+ACTION_NAMES: dict[str, Any] = {}
+for _action in nethack.ACTIONS:
+    ACTION_NAMES[f"{type(_action).__name__}.{_action.name}"] = _action
+    ACTION_NAMES.setdefault(_action.name, _action)
 # Tasks that can end with a penalty. MiniHack's end status says "successful" whenever an
 # episode reaches one of the level's endings, right or wrong (on Memento-Short-F2 a uniformly
 # random policy scores 1.00 by it), so on these a success is an episode that ends with a final
@@ -83,6 +90,39 @@ def options_error(env_id: str, options: dict[str, Any], error: Exception) -> str
             f"({type(error).__name__}: {first}); fix or remove the option")
 
 
+def resolve_actions(names: Sequence[str]) -> tuple[Any, ...]:
+    """The NetHack actions ``names`` stand for (:data:`ACTION_NAMES`); a ValueError naming
+    the first unknown or repeated name."""
+    actions = []
+    for name in names:
+        if name not in ACTION_NAMES:
+            close = difflib.get_close_matches(name, list(ACTION_NAMES), n=1)
+            hint = (f"did you mean '{close[0]}'?" if close else
+                    "use a name from nle.nethack.ACTIONS, e.g. SEARCH, PRAY or KICK")
+            raise ValueError(f"unknown NetHack action {name!r}; {hint}")
+        if ACTION_NAMES[name] in actions:
+            raise ValueError(f"NetHack action {name!r} is listed twice")
+        actions.append(ACTION_NAMES[name])
+    return tuple(actions)
+
+
+_OWN_ACTIONS: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+
+def own_actions(env_id: str, options: dict[str, Any]) -> tuple[Any, ...]:
+    """``env_id``'s own action set (MiniHack's differ by task and are only known once the env
+    is built): built once per process and options, then remembered."""
+    key = (env_id, repr(sorted(options.items())))
+    if key not in _OWN_ACTIONS:
+        env = gym.make(env_id, disable_env_checker=True, savedir=None,
+                       observation_keys=("blstats",), **options)
+        try:
+            _OWN_ACTIONS[key] = tuple(env.unwrapped.actions)
+        finally:
+            env.close()
+    return _OWN_ACTIONS[key]
+
+
 def make(
     env_id: str,
     *,
@@ -96,6 +136,7 @@ def make(
     record_dir: str | os.PathLike | None = None,
     record_every: int = 0,
     action_set: str = "default",
+    extra_actions: Sequence[str] = (),
     **options: Any,
 ) -> gym.Env:
     """Builds ``env_id`` with omega's observation spec.
@@ -110,6 +151,8 @@ def make(
       record_dir, record_every: write every ``record_every``-th episode as an NLE ttyrec.
       action_set: ``default`` (the env's own actions) or ``full`` (all of
         ``nle.nethack.ACTIONS``, the whole keyboard).
+      extra_actions: NetHack actions by name (:data:`ACTION_NAMES`, e.g. ``SEARCH``) added
+        after the env's own, with ``action_set`` ``default``.
       options: passed to the env constructor (e.g. ``size`` for ``Omega-RandomRoom-v0``).
     """
     if env_id not in gym.registry:
@@ -124,6 +167,17 @@ def make(
     # NetHackChallenge fixes its actions to the full keyboard and rejects an 'actions' kwarg.
     if action_set == "full" and not env_id.startswith("NetHackChallenge"):
         kwargs["actions"] = nethack.ACTIONS
+    if extra_actions:
+        if action_set != "default":
+            raise ValueError(f"extra_actions {list(extra_actions)} need action_set 'default' "
+                             f"(the {action_set!r} set has every action already)")
+        extras = resolve_actions(extra_actions)
+        own = own_actions(env_id, options)
+        already = [n for n, a in zip(extra_actions, extras, strict=True) if a in own]
+        if already:
+            raise ValueError(f"{env_id} has {already[0]!r} among its own actions already; "
+                             "remove it from env.extra_actions")
+        kwargs["actions"] = own + extras
     if record_dir is not None and record_every > 0:
         Path(record_dir).mkdir(parents=True, exist_ok=True)
         kwargs["savedir"] = str(record_dir)
@@ -170,6 +224,7 @@ class EnvFactory:
     record_root: str | None = None
     record_every: int = 0
     action_set: str = "default"
+    extra_actions: tuple[str, ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
 
     def __call__(self, index: int) -> gym.Env:
@@ -188,6 +243,7 @@ class EnvFactory:
             record_dir=record_dir,
             record_every=self.record_every,
             action_set=self.action_set,
+            extra_actions=self.extra_actions,
             **dict(self.options),
         )
 
@@ -206,9 +262,11 @@ class EnvFactory:
             record_root=record_root,
             record_every=record_every,
             action_set=env_cfg.action_set,
+            extra_actions=tuple(env_cfg.extra_actions),
             options=tuple(sorted(env_cfg.options.items())),
         )
 
 
-__all__ = ["EnvFactory", "SUCCESS_FROM_REWARD_PREFIXES", "constructor_options", "make",
-           "options_error", "registered_env_ids", "success_from_reward"]
+__all__ = ["ACTION_NAMES", "EnvFactory", "SUCCESS_FROM_REWARD_PREFIXES", "constructor_options",
+           "make", "options_error", "own_actions", "registered_env_ids", "resolve_actions",
+           "success_from_reward"]
