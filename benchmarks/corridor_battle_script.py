@@ -3,16 +3,18 @@
 Usage (from the repository root):
 
     python benchmarks/corridor_battle_script.py --episodes 100 --seed 1000000 \\
-        --out benchmarks/results/corridor_battle_script.json
+        --tactic step wait --out benchmarks/results/corridor_battle_script.json
 
-The hero (a knight with the task's eight moves) walks into the corridor to a holding cell
-(``--hold``: that many cells east of the corridor's west end), attacks any giant rat next to it,
-and while rats are in view but none is adjacent it steps west and back east, so the rats come
-to it one at a time down the corridor. With no rat in view it walks to the goal (the stairs)
-by the shortest move. The eight moves have no way to wait, rest or retreat for good, so this is
-the corridor tactic at its plainest: a measure of how often the dice let it win, beside PPO's
-eval success on the same eval seeds. Episodes are seeded as ``omega eval`` seeds them (the same
-games), and scored the same way. Prints a table and writes JSON.
+The hero (a knight) walks into the corridor to a holding cell (``--hold``: that many cells
+east of the corridor's west end), attacks any giant rat next to it, and while rats are in view
+but none is adjacent it lets them come to it one at a time down the corridor. With no rat in
+view it walks to the goal (the stairs) by the shortest move. How it lets them come is the
+``--tactic``: ``step`` with the task's own eight moves, which have no way to wait, so it steps
+west and back east; ``wait`` with the eight moves and NetHack's search command (``s``: one turn
+in place), the action set ``env.extra_actions: [SEARCH]`` gives the agents. A measure of how
+often the dice let the corridor tactic win, beside the agents' eval success on the same eval
+seeds. Episodes are seeded as ``omega eval`` seeds them (the same games), and scored the same
+way. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -46,11 +48,16 @@ def step_toward(hero: tuple[int, int], target: tuple[int, int]) -> tuple[int, in
     return (int(np.sign(target[0] - hero[0])), int(np.sign(target[1] - hero[1])))
 
 
+WAIT = (0, 0)  # the search command: a turn in place
+TACTICS = ("step", "wait")
+
+
 class CorridorFighter:
     """The tactic, one episode at a time (``reset`` with the first observation)."""
 
-    def __init__(self, hold: int):
+    def __init__(self, hold: int, tactic: str = "step"):
         self.hold = hold
+        self.tactic = tactic
         self.row = 0
         self.hold_x = 0
 
@@ -66,19 +73,26 @@ class CorridorFighter:
         if adjacent:
             return step_toward(hero, adjacent[0])
         hold = (self.hold_x, self.row)
-        if rats:  # hold the corridor cell; no wait action, so step west and back
-            return (-1, 0) if hero == hold else step_toward(hero, hold)
+        if rats:  # hold the corridor cell: wait there, or without a wait step west and back
+            if hero != hold:
+                return step_toward(hero, hold)
+            return WAIT if self.tactic == "wait" else (-1, 0)
         goal = find(chars, ">")
         if goal and hero[0] > self.hold_x:
             return step_toward(hero, goal[0])
         return step_toward(hero, (hero[0] + 1, self.row))
 
 
-def play(episodes: int, seed: int, hold: int) -> dict:
+def play(episodes: int, seed: int, hold: int, tactic: str = "step") -> dict:
+    actions = tuple(nethack.CompassDirection)
+    if tactic == "wait":
+        actions += (nethack.Command.SEARCH,)
     env = TimeLimitIsTruncation(NetHackSeeding(gym.make(
-        ENV_ID, observation_keys=("chars", "blstats"), disable_env_checker=True)))
+        ENV_ID, observation_keys=("chars", "blstats"), actions=actions,
+        disable_env_checker=True)))
     index = {int(a): i for i, a in enumerate(env.unwrapped.actions)}
-    fighter = CorridorFighter(hold)
+    moves = {**MOVES, WAIT: nethack.Command.SEARCH}
+    fighter = CorridorFighter(hold, tactic)
     returns, lengths, successes, endings = [], [], [], []
     for s in range(seed, seed + episodes):
         obs, _ = env.reset(seed=s)
@@ -87,7 +101,7 @@ def play(episodes: int, seed: int, hold: int) -> dict:
         while True:
             hero = (int(obs["blstats"][0]), int(obs["blstats"][1]))
             move = fighter.act(obs["chars"], hero)
-            obs, reward, terminated, truncated, info = env.step(index[int(MOVES[move])])
+            obs, reward, terminated, truncated, info = env.step(index[int(moves[move])])
             total += float(reward)
             length += 1
             if terminated or truncated:
@@ -99,7 +113,8 @@ def play(episodes: int, seed: int, hold: int) -> dict:
     env.close()
     result = EvalResult(ENV_ID, episodes, list(range(seed, seed + episodes)), returns, lengths,
                         successes, endings=endings).to_json()
-    return {"policy": f"corridor fighter, hold {hold}", "hold": hold, **result}
+    return {"policy": f"corridor fighter, {tactic}, hold {hold}", "hold": hold, "tactic": tactic,
+            **result}
 
 
 def main() -> None:
@@ -107,13 +122,15 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1000000)
     parser.add_argument("--hold", type=int, nargs="+", default=[2, 4, 6])
+    parser.add_argument("--tactic", choices=TACTICS, nargs="+", default=["step"],
+                        help="step: the task's eight moves; wait: the moves and SEARCH")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    rows = [play(args.episodes, args.seed, h) for h in args.hold]
-    print(f"{'policy':28} {'success':>8} {'95% CI':>15} {'return':>7} {'length':>7}  endings")
+    rows = [play(args.episodes, args.seed, h, t) for t in args.tactic for h in args.hold]
+    print(f"{'policy':34} {'success':>8} {'95% CI':>15} {'return':>7} {'length':>7}  endings")
     for r in rows:
         lo, hi = r["success_rate_ci95"]
-        print(f"{r['policy']:28} {r['success_rate']:8.2f} [{lo:.2f}, {hi:.2f}]    "
+        print(f"{r['policy']:34} {r['success_rate']:8.2f} [{lo:.2f}, {hi:.2f}]    "
               f"{r['mean_return']:7.2f} {r['mean_length']:7.1f}  {r['ending_counts']}")
     if args.out:
         atomic_write_bytes(args.out, (json.dumps({"rows": rows}, indent=1) + "\n").encode())

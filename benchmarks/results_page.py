@@ -181,6 +181,25 @@ def shaping_note(suite) -> str | None:
             "includes the shaping.")
 
 
+def actions_note(suite) -> str | None:
+    """Which configs act with more than the task's own actions (``env.extra_actions``,
+    ``env.action_set: full``)."""
+    added = {}
+    for run in suite.runs:
+        env = run.config["env"]
+        extra = env.get("extra_actions") or []
+        if env.get("action_set", "default") != "default":
+            added[run.name] = f"action_set {env['action_set']}"
+        elif extra:
+            added[run.name] = "+ " + ", ".join(extra)
+    if not added:
+        return None
+    names = "; ".join(f"`{name}` ({how})" for name, how in sorted(added.items()))
+    return ("- *Actions*: " + names + " act with more than the task's own actions "
+            "(`env.extra_actions`: NetHack commands added after them; see each config's "
+            "comment for why).")
+
+
 def read_observations(data: Path) -> dict[str, str]:
     """``data/observations.yaml``: entry name -> what its recordings show (written by whoever
     watched them; the page quotes it under the row's numbers)."""
@@ -261,7 +280,7 @@ def page(suite, rows: list[dict], results: list[dict], baselines: dict[str, dict
         "- *Random policy*: a uniformly random policy on the same eval episodes, with the "
         "task set up as the first config that names it sets it up (its time limit included).",
         clock_note(suite, results, baselines),
-        *filter(None, [penalty_note(suite), shaping_note(suite)]),
+        *filter(None, [penalty_note(suite), shaping_note(suite), actions_note(suite)]),
         "",
         "| task | agent | config | budget | eval success | per seed | 95% CI | failed episodes "
         "| env steps to 0.9 | wall per run | random policy |",

@@ -104,19 +104,27 @@ def test_corridor_fighter_holds_the_corridor_and_attacks_what_comes():
                 "|....#####..",
                 "|...|     .>")
     assert fighter.act(room, (10, 1)) == (1, 1)  # no rats, in the room: to the goal
+    waiting = CorridorFighter(hold=1, tactic="wait")
+    waiting.reset(start)
+    assert waiting.act(rats, (6, 1)) == (0, 0)  # at the hold cell with a wait: search in place
+    assert waiting.act(rats, (7, 1)) == (-1, 0)  # past it: back, as without
+    assert waiting.act(adjacent, (7, 1)) == (1, 0)
 
 
 def test_corridor_battle_script_scores_like_eval(tmp_path):
     out = tmp_path / "fighter.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "corridor_battle_script.py"),
-         "--episodes", "2", "--seed", "1000000", "--hold", "2", "--out", str(out)],
+         "--episodes", "2", "--seed", "1000000", "--hold", "2", "--tactic", "step", "wait",
+         "--out", str(out)],
         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    (row,) = json.loads(out.read_text())["rows"]
-    assert row["hold"] == 2 and row["seeds"] == [1000000, 1000001]
-    assert sum(row["ending_counts"].values()) == 2 and len(row["successes"]) == 2
-    assert row["success_rate"] == sum(row["successes"]) / 2
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["tactic"], r["hold"]) for r in rows] == [("step", 2), ("wait", 2)]
+    for row in rows:
+        assert row["seeds"] == [1000000, 1000001]
+        assert sum(row["ending_counts"].values()) == 2 and len(row["successes"]) == 2
+        assert row["success_rate"] == sum(row["successes"]) / 2
 
 
 def test_muzero_ablation_records_what_each_variant_changed():
