@@ -401,8 +401,8 @@ def test_the_time_left_comes_from_the_finished_runs_pace(tmp_path, capsys):
     suite = load_suite(path, tmp_path / "out")
     room0, ppo0, room1, ppo1 = select_runs(suite)
 
-    def finish(run, env_steps, train_s, eval_s):
-        out = result_path(suite.output_dir, run)
+    def finish(run, env_steps, train_s, eval_s, output_dir=None):
+        out = result_path(output_dir or suite.output_dir, run)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"spec_hash": run.spec_hash, "env_steps": env_steps,
                                    "train_wall_s": train_s, "eval_wall_s": eval_s}))
@@ -419,6 +419,22 @@ def test_the_time_left_comes_from_the_finished_runs_pace(tmp_path, capsys):
     fresh = Tracker(suite, list(suite.runs), io.StringIO(), parallel=2)
     fresh.failed.append(ppo1.run_id)
     assert fresh.seconds_left() == 100.0 / 2
+    # Recurrent runs are several times slower per env step: a run's pace comes from its own
+    # entry's finished seeds, else from runs of its agent type with the same memory.
+    (tmp_path / "mixed").mkdir()
+    mixed_path = write_suite(tmp_path / "mixed", [
+        {"config": "ppo.yaml"},
+        {"config": "ppo.yaml", "name": "memory",
+         "overrides": {"model.kind": "perceiver", "model.recurrent": True}},
+        {"config": "ppo.yaml", "name": "other", "overrides": {"ppo.learning_rate": 0.001}}],
+        budget={"ppo": 4000})
+    mixed_suite = load_suite(mixed_path, tmp_path / "out2")
+    runs = {r.run_id: r for r in select_runs(mixed_suite)}
+    finish(runs["ppo/ppo/seed0"], 4000, 1100.0, 100.0, mixed_suite.output_dir)  # 0.3 s/step
+    finish(runs["memory/seed0"], 4000, 5900.0, 100.0, mixed_suite.output_dir)  # 1.5 s/step
+    mixed = Tracker(mixed_suite, list(mixed_suite.runs), io.StringIO(), parallel=1)
+    # ppo seed 1 and both 'other' seeds at 0.3, memory seed 1 at 1.5 (not the pooled 0.9).
+    assert mixed.seconds_left() == pytest.approx(3 * 4000 * 0.3 + 4000 * 1.5)
     assert [fmt_duration(s) for s in (30, 600, 5400, 19080)] == [
         "under a minute", "10 min", "1.5 h", "5.3 h"]
     code, out, _ = run_cli(["suite", str(path), "--output-dir", str(tmp_path / "out"),

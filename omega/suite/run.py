@@ -428,6 +428,13 @@ def run_baseline(base: BaselineSpec, out: Path, context: dict[str, Any]) -> dict
 # Scheduling
 
 
+def _pace_keys(run: RunSpec) -> tuple[tuple, ...]:
+    """The groups whose finished runs' pace estimates ``run``'s, closest first."""
+    recurrent = bool((run.config.get("model") or {}).get("recurrent"))
+    return (("entry", run.name), ("memory", run.agent_type, recurrent),
+            ("agent", run.agent_type))
+
+
 class Tracker:
     """Which jobs are done, running and left; prints the progress line when it changes."""
 
@@ -465,15 +472,17 @@ class Tracker:
 
     def seconds_left(self) -> float | None:
         """Wall seconds until the unfinished runs are done: each one's budget at the wall
-        seconds per env step of the finished runs of its agent type (training and eval, as
-        they ran, beside whatever else did), ``parallel`` at a time. Running runs count in
-        full. None until every agent type left has a finished run."""
+        seconds per env step (training and eval, as they ran, beside whatever else did) of
+        the closest finished runs: its own entry's other seeds, else runs of its agent type
+        with the same memory (``model.recurrent``: recurrent runs are several times slower
+        per env step), else runs of its agent type; ``parallel`` at a time. Running runs
+        count in full. None until every agent type left has a finished run."""
         counts = (self.done, len(self.failed), len(self.stopped))  # what it depends on
         if self._estimate is not None and self._estimate[0] == counts:
             return self._estimate[1]
         out = self.suite.output_dir
-        wall: dict[str, float] = {}
-        steps: dict[str, int] = {}
+        wall: dict[tuple, float] = {}
+        steps: dict[tuple, int] = {}
         left: list[RunSpec] = []
         for run in self.runs:
             data = _read_json(result_path(out, run))
@@ -483,13 +492,16 @@ class Tracker:
                 if run.run_id not in (*self.failed, *self.stopped, *self.elsewhere):
                     left.append(run)
             elif data.get("env_steps"):
-                wall[run.agent_type] = wall.get(run.agent_type, 0.0) + float(
-                    data.get("train_wall_s") or 0) + float(data.get("eval_wall_s") or 0)
-                steps[run.agent_type] = steps.get(run.agent_type, 0) + int(data["env_steps"])
+                for key in _pace_keys(run):
+                    wall[key] = wall.get(key, 0.0) + float(
+                        data.get("train_wall_s") or 0) + float(data.get("eval_wall_s") or 0)
+                    steps[key] = steps.get(key, 0) + int(data["env_steps"])
         seconds: float | None = None
-        if left and all(r.agent_type in steps for r in left):
-            seconds = sum(r.budget * wall[r.agent_type] / steps[r.agent_type]
-                          for r in left) / self.parallel
+        paces = [next((wall[k] / steps[k] for k in _pace_keys(r) if k in steps), None)
+                 for r in left]
+        if left and None not in paces:
+            seconds = sum(r.budget * pace for r, pace in zip(left, paces, strict=True)
+                          ) / self.parallel
         self._estimate = (counts, seconds)
         return seconds
 
