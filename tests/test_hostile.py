@@ -24,7 +24,12 @@ import pytest
 from PIL import Image
 
 from omega.cli.main import main
-from omega.training.checkpoint import checkpoint_steps, checkpoints_to_prune, list_checkpoints
+from omega.training.checkpoint import (
+    checkpoint_steps,
+    checkpoints_to_prune,
+    list_checkpoints,
+    off_cadence,
+)
 
 # Tiny programs: XLA's optimisation passes would take longer than running them unoptimised.
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -125,6 +130,9 @@ def test_checkpoints_of_a_stopped_run_go_before_its_cadence_checkpoints():
     assert checkpoints_to_prune([1024, 1536, 2048, 2560], keep=3) == [1024]  # no cadence: oldest
     assert checkpoints_to_prune([512, 1024], keep=3, every=1000) == []
     assert checkpoints_to_prune([1024, 2048], keep=1, every=1000) == [1024]
+    # Before the first multiple of the cadence no checkpoint is scheduled: 512 was a stop.
+    assert checkpoints_to_prune([512, 1024, 2048], keep=2, every=1000) == [512]
+    assert off_cadence([512, 1024, 1536, 2048], every=1000) == {512, 1536}
 
 
 def test_a_run_stopped_twice_keeps_its_cadence_checkpoints(tmp_path, capsys):

@@ -340,6 +340,27 @@ def test_killed_suite_resumes_and_redoes_nothing_finished(tmp_path):
     assert (out / "plots" / "Omega-AvoidFuzzyBear-v0.png").is_file()
 
 
+def test_curves_leave_out_checkpoints_written_off_the_cadence(tmp_path):
+    # Cadence 1000: 1024 and 2048 are scheduled; 100 and 1536 were saved when the run was
+    # stopped and resumed; the newest (2560, the end of the budget) is always a point.
+    from types import SimpleNamespace
+
+    from omega.suite.run import EVAL_DIR, evaluate_checkpoints
+    from omega.training.checkpoint import checkpoint_path
+
+    exp = tmp_path / "exp"
+    (exp / EVAL_DIR).mkdir(parents=True)
+    for steps in (100, 1024, 1536, 2048, 2560):
+        ckpt = checkpoint_path(exp / "checkpoints", steps)
+        ckpt.parent.mkdir(exist_ok=True)
+        ckpt.write_bytes(b"")  # never read: every evaluation below is cached
+        (exp / EVAL_DIR / (ckpt.stem + ".json")).write_text(
+            json.dumps({"env_steps": steps, "success_rate": 0.5}))
+    cfg = SimpleNamespace(train=SimpleNamespace(checkpoint_every_steps=1000))
+    curve = evaluate_checkpoints(exp, cfg, "cpu")
+    assert [c["env_steps"] for c in curve] == [1024, 2048, 2560]
+
+
 def test_a_run_stopped_alone_is_stopped_not_failed_and_the_others_go_on(tmp_path):
     # Ctrl-C / SIGTERM to one run's process (to free a core, say): the run saves a checkpoint
     # and exits 130; the suite counts it as stopped, not failed, still trains the runs after

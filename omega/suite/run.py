@@ -327,17 +327,23 @@ def run_one(run: RunSpec, out: Path, device: str, context: dict[str, Any]) -> di
 
 
 def evaluate_checkpoints(exp: Path, cfg: Any, device: str) -> list[dict[str, Any] | None]:
-    """Evaluates every kept checkpoint on the config's eval episodes (cached per checkpoint
-    in ``suite_evals/``); a checkpoint with NaN parameters gives None."""
+    """Evaluates the kept checkpoints on the config's eval episodes (cached per checkpoint
+    in ``suite_evals/``); a checkpoint with NaN parameters gives None. Checkpoints written
+    off the run's cadence (a run stopped by a signal and resumed) are left out, the newest
+    excepted: every run's curve has the same grid, so the env steps at which it first
+    reaches a success rate compare across runs."""
     import jax
 
     from omega.errors import DivergedError
-    from omega.training.checkpoint import list_checkpoints
+    from omega.training.checkpoint import checkpoint_steps, list_checkpoints, off_cadence
     from omega.training.device import resolve_device
     from omega.training.evaluate import evaluate
     from omega.training.experiment import CHECKPOINT_DIR, agent_template, load_trained_agent
 
     ckpts = list_checkpoints(exp / CHECKPOINT_DIR)
+    off = off_cadence([checkpoint_steps(c) for c in ckpts[:-1]],
+                      cfg.train.checkpoint_every_steps)
+    ckpts = [c for c in ckpts if checkpoint_steps(c) not in off]
     cache = exp / EVAL_DIR
     out: list[dict[str, Any] | None] = []
     todo = [c for c in ckpts if not (cache / (c.stem + ".json")).is_file()]

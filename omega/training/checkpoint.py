@@ -58,6 +58,17 @@ def hash_matches(stored: Any, config_hash: str) -> bool:
     return stored == str(config_hash) or stored == getattr(config_hash, "legacy", None)
 
 
+def off_cadence(steps: Sequence[int], every: int) -> set[int]:
+    """The env steps among ``steps`` of checkpoints written off a run's cadence ``every``: on
+    a signal, or at the end of a run stopped early. A cadence checkpoint is the first in its
+    ``every``-long interval of env steps past the first (the run saves on its first update at
+    or past each multiple of ``every``), so any other is off the cadence."""
+    first_in_interval: dict[int, int] = {}
+    for s in sorted(int(s) for s in steps):
+        first_in_interval.setdefault(s // every, s)
+    return {int(s) for s in steps if s < every or first_in_interval[int(s) // every] != s}
+
+
 def checkpoints_to_prune(steps: Sequence[int], keep: int, every: int | None = None) -> list[int]:
     """The env steps of the checkpoints to delete so that ``keep`` of ``steps`` remain.
 
@@ -72,11 +83,8 @@ def checkpoints_to_prune(steps: Sequence[int], keep: int, every: int | None = No
     if excess <= 0:
         return []
     older = steps[:-1]
-    first_in_interval: dict[int, int] = {}
-    for s in older if every else ():
-        first_in_interval.setdefault(s // every, s)
-    off_cadence = {s for s in older if every and first_in_interval[s // every] != s}
-    return sorted(sorted(older, key=lambda s: (s not in off_cadence, s))[:excess])
+    off = off_cadence(older, every) if every else set()
+    return sorted(sorted(older, key=lambda s: (s not in off, s))[:excess])
 
 
 def save_checkpoint(ckpt_dir: Path, agent_state: Any, loop: LoopState, config_hash: str,
