@@ -308,16 +308,9 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config key 'env.options.{key}' is set by omega; "
                               f"use {OMEGA_ENV_KWARGS[key]} instead")
     if cfg.env.extra_actions:
-        from omega.envs import resolve_actions
+        from omega.envs import check_extra_actions
 
-        if cfg.env.action_set != "default":
-            raise ConfigError(
-                f"config key 'env.extra_actions' needs env.action_set 'default' (the "
-                f"{cfg.env.action_set!r} set has every action already); remove one of them")
-        try:
-            resolve_actions(cfg.env.extra_actions)
-        except ValueError as e:
-            raise ConfigError(f"config key 'env.extra_actions': {e}") from None
+        check_extra_actions(cfg.env.extra_actions, cfg.env.action_set)
     for key in cfg.env.observation.keys:
         if key not in OBSERVATION_KEYS:
             raise ConfigError(

@@ -78,8 +78,18 @@ def test_extra_actions_follow_the_env_own_and_are_checked():
         config_from_dict({"env": {"extra_actions": ["SEARCH", "SEARCH"]}})
     with pytest.raises(ConfigError, match="needs env.action_set 'default'"):
         config_from_dict({"env": {"action_set": "full", "extra_actions": ["SEARCH"]}})
-    with pytest.raises(ValueError, match="among its own actions already"):
+    with pytest.raises(ConfigError, match="among its own actions already"):
         make("MiniHack-CorridorBattle-v0", extra_actions=["E"])
+
+
+def test_an_extra_action_the_env_has_is_refused_by_omega_make(tmp_path, capsys):
+    cfg = tmp_path / "cb.yaml"
+    cfg.write_text(yaml.safe_dump({"base": str(REPO / "configs/ppo/corridor_battle.yaml"),
+                                   "env": {"extra_actions": ["SEARCH", "E"]}}))
+    assert main(["make", "--config", str(cfg), "--output-dir", str(tmp_path / "exp")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'E' among its own actions already" in err
+    assert not (tmp_path / "exp").exists()
 
 
 def test_challenge_eval_says_its_seeds_do_not_fix_the_games(tmp_path, capsys):

@@ -29,6 +29,7 @@ from omega.envs.wrappers import (
     TimeLimitIsTruncation,
     raw_keys_for,
 )
+from omega.errors import ConfigError
 
 ENV_PREFIXES = ("NetHack", "MiniHack-", "Omega-")
 ACTION_SETS = ("default", "full")
@@ -106,6 +107,18 @@ def resolve_actions(names: Sequence[str]) -> tuple[Any, ...]:
     return tuple(actions)
 
 
+def check_extra_actions(names: Sequence[str], action_set: str) -> tuple[Any, ...]:
+    """``env.extra_actions`` resolved (:func:`resolve_actions`), or a :class:`ConfigError`
+    naming the key: an unknown or repeated name, or extras beside the full set."""
+    if action_set != "default":
+        raise ConfigError(f"config key 'env.extra_actions' needs env.action_set 'default' (the "
+                          f"{action_set!r} set has every action already); remove one of them")
+    try:
+        return resolve_actions(names)
+    except ValueError as e:
+        raise ConfigError(f"config key 'env.extra_actions': {e}") from None
+
+
 _OWN_ACTIONS: dict[tuple[str, str], tuple[Any, ...]] = {}
 
 
@@ -168,15 +181,12 @@ def make(
     if action_set == "full" and not env_id.startswith("NetHackChallenge"):
         kwargs["actions"] = nethack.ACTIONS
     if extra_actions:
-        if action_set != "default":
-            raise ValueError(f"extra_actions {list(extra_actions)} need action_set 'default' "
-                             f"(the {action_set!r} set has every action already)")
-        extras = resolve_actions(extra_actions)
+        extras = check_extra_actions(extra_actions, action_set)
         own = own_actions(env_id, options)
         already = [n for n, a in zip(extra_actions, extras, strict=True) if a in own]
         if already:
-            raise ValueError(f"{env_id} has {already[0]!r} among its own actions already; "
-                             "remove it from env.extra_actions")
+            raise ConfigError(f"config key 'env.extra_actions': {env_id} has {already[0]!r} "
+                              "among its own actions already; remove it from the list")
         kwargs["actions"] = own + extras
     if record_dir is not None and record_every > 0:
         Path(record_dir).mkdir(parents=True, exist_ok=True)
@@ -267,6 +277,6 @@ class EnvFactory:
         )
 
 
-__all__ = ["ACTION_NAMES", "EnvFactory", "SUCCESS_FROM_REWARD_PREFIXES", "constructor_options",
-           "make", "options_error", "own_actions", "registered_env_ids", "resolve_actions",
+__all__ = ["ACTION_NAMES", "EnvFactory", "SUCCESS_FROM_REWARD_PREFIXES", "check_extra_actions",
+           "constructor_options", "make", "options_error", "own_actions", "registered_env_ids", "resolve_actions",
            "success_from_reward"]

@@ -66,7 +66,7 @@ _REMOVABLE_DIRS = (re.compile(r"episodes/env_\d{3,}"), re.compile(r"tb"),
 def make_experiment(config_path: str | Path, output_dir: str | Path) -> Path:
     """Validates the config and creates the experiment dir; refuses an existing one."""
     cfg = load_config(config_path)
-    if cfg.env.options:
+    if cfg.env.options or cfg.env.extra_actions:
         _check_env_options(cfg, config_path)
     out = Path(output_dir)
     if out.exists():
@@ -93,12 +93,15 @@ def make_experiment(config_path: str | Path, output_dir: str | Path) -> Path:
 
 
 def _check_env_options(cfg: ExperimentConfig, config_path: str | Path) -> None:
-    """Builds the env once with ``env.options``: an option it does not take (or a value it
-    rejects) is a config error now rather than a crash at 'omega run'."""
+    """Builds the env once with ``env.options`` and ``env.extra_actions``: an option it does
+    not take (or a value it rejects), or an extra action it has already, is a config error now
+    rather than a crash at 'omega run'."""
     from omega.envs import EnvFactory, options_error
 
     try:
         env = EnvFactory.from_config(cfg.env)(0)
+    except ConfigError as e:  # omega's own check of the env section (env.extra_actions)
+        raise ConfigError(f"{config_path}: {e}") from None
     except Exception as e:
         raise ConfigError(f"{config_path}: {options_error(cfg.env.id, dict(cfg.env.options), e)}"
                           ) from None

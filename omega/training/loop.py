@@ -71,6 +71,8 @@ def probe_env(cfg: Any) -> tuple[dict[str, np.ndarray], int]:
     Raises :class:`ConfigError` when ``env.options`` cannot build the env."""
     try:
         env = EnvFactory.from_config(cfg.env)(0)
+    except ConfigError:
+        raise
     except Exception as e:
         if not cfg.env.options:
             raise
