@@ -47,6 +47,7 @@ from pathlib import Path
 import yaml
 
 from omega.diagnostics.runs import run_seed
+from omega.training.files import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,7 +148,9 @@ def main() -> None:
         label = f"{name}+{args.tag}" if args.tag else name
         config = args.work / (f"{prefix}_{name}_{args.tag}.yaml" if args.tag
                               else f"{prefix}_{name}.yaml")
-        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        # Several seeds of one variant may be launched side by side: each writes the same
+        # file, so a reader must never see it half written.
+        atomic_write_bytes(config, yaml.safe_dump(data, sort_keys=False).encode())
         for seed in args.seeds:
             r = run_seed(config, seed, args.work, None, args.eval_seed)
             overrides = config_diff(base, data)
@@ -165,8 +168,9 @@ def main() -> None:
               f"{str(r['steps_to_train_success_0.95']):>20}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"base_config": _shown(args.config),
-                                        "steps": args.steps, "rows": rows}, indent=2) + "\n")
+        atomic_write_bytes(args.out, (json.dumps({"base_config": _shown(args.config),
+                                                  "steps": args.steps, "rows": rows},
+                                                 indent=2) + "\n").encode())
         print(f"wrote {args.out}")
 
 

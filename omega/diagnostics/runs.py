@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from omega.cli.main import main as omega
+from omega.training.files import atomic_write_bytes
 
 
 def steps_to(rows: list[dict], threshold: float, run: int = 2) -> int | None:
@@ -47,7 +48,7 @@ def run_seed(config: Path, seed: int, work: Path, steps: int | None, eval_seed: 
     data = yaml.safe_load(config.read_text())
     data["seed"] = seed
     cfg_path = work / f"{config.stem}_seed{seed}.yaml"
-    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    atomic_write_bytes(cfg_path, yaml.safe_dump(data, sort_keys=False).encode())
     exp = work / f"{config.stem}_seed{seed}"
     wall = make_and_train(cfg_path, exp, steps)
     eval_json = exp / "eval.json"
