@@ -167,7 +167,6 @@ def main() -> None:
               f"{e['success_rate']:>8.2f} [{lo:.2f}, {hi:.2f}]      "
               f"{str(r['steps_to_train_success_0.95']):>20}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(args.out, (json.dumps({"base_config": _shown(args.config),
                                                   "steps": args.steps, "rows": rows},
                                                  indent=2) + "\n").encode())
