@@ -46,6 +46,7 @@ from pathlib import Path
 
 import yaml
 
+from omega.config import load_config_data
 from omega.diagnostics.runs import run_seed
 from omega.training.files import atomic_write_bytes
 
@@ -59,8 +60,11 @@ VARIANTS = ("base", "reanalyze", "consistency", "both", "replay8", "replay8_rean
 def variant_config(name: str, steps: int, reanalyze: float, consistency: float,
                    replay_ratio: float, reward_priority: float = 2.0,
                    value_scale: float = 0.05, base: Path = BASE) -> dict:
-    data = yaml.safe_load(base.read_text())
-    data["train"]["total_env_steps"] = steps
+    # The base chain resolved: the variant is written to another folder, where a relative
+    # ``base:`` would name nothing.
+    data = load_config_data(base)
+    data.setdefault("train", {})["total_env_steps"] = steps
+    data.setdefault("muzero", {})
     if name.startswith("replay8"):
         data["muzero"]["replay_ratio"] = replay_ratio
     if name in ("reanalyze", "both", "replay8_reanalyze"):
@@ -135,7 +139,7 @@ def main() -> None:
     prefix = "rr15" if args.config.resolve() == BASE else args.config.stem
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
-    base = yaml.safe_load(args.config.read_text())
+    base = load_config_data(args.config)
     for name in args.variants:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
                               args.high_replay_ratio, args.priority_reward_weight,
@@ -155,7 +159,7 @@ def main() -> None:
             r = run_seed(config, seed, args.work, None, args.eval_seed)
             overrides = config_diff(base, data)
             rows.append({"variant": label, "overrides": overrides, **r})
-    env_id = yaml.safe_load(args.config.read_text())["env"]["id"]
+    env_id = data["env"]["id"]  # what ran, an env.id override included
     print(f"\n{env_id}, {args.steps:,} env steps; eval: 100 episodes from "
           f"seed {args.eval_seed}, sampled, noise-free")
     print(f"{'variant':<32} {'seed':>4} {'wall s':>7} {'eval success [95% CI]':>24} "

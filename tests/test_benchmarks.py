@@ -143,6 +143,30 @@ def test_muzero_ablation_records_what_each_variant_changed():
     assert config_diff(base, base) == {}
 
 
+def test_muzero_ablation_variant_of_a_config_with_a_base_loads_from_another_folder(tmp_path):
+    import yaml
+
+    from omega.config import load_config
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from muzero_ablation import variant_config
+
+    # hide_n_seek_mapped.yaml names a base relative to its folder and has no train section.
+    path = REPO / "configs/muzero/hide_n_seek_mapped.yaml"
+    assert "base" in yaml.safe_load(path.read_text())
+    data = variant_config("consistency", 1000, 0.1, 0.5, 8.0, base=path)
+    assert "base" not in data and data["train"]["total_env_steps"] == 1000
+    written = tmp_path / "elsewhere" / "variant.yaml"
+    written.parent.mkdir()
+    written.write_text(yaml.safe_dump(data))
+    cfg = load_config(written)
+    assert cfg.env.id == "MiniHack-HideNSeek-Mapped-v0"
+    assert cfg.muzero.consistency_loss_weight == 0.5
+    # Inherited from the base (room_random_15x15_150k.yaml), overridden by the file itself.
+    assert cfg.muzero.gumbel_value_scale == 0.1
+    assert cfg.train.total_env_steps == 1000
+
+
 def test_no_benchmark_patches_sys_path():
     """The scripts run as 'python benchmarks/x.py' with omega installed; what they share
     lives in omega, not in a path hack."""
