@@ -46,7 +46,7 @@ from pathlib import Path
 
 import yaml
 
-from omega.config import load_config_data
+from omega.config import ConfigError, load_config_data
 from omega.diagnostics.runs import run_seed
 from omega.training.files import atomic_write_bytes
 
@@ -135,11 +135,14 @@ def main() -> None:
     extra = parse_sets(args.sets, p)
     if not args.config.is_file():
         p.error(f"--config {args.config}: no such file")
+    try:
+        base = load_config_data(args.config)
+    except ConfigError as e:  # e.g. a base: that names no file
+        p.error(f"--config: {e}")
     # The default config keeps its historical prefix, so earlier run dirs are reused.
     prefix = "rr15" if args.config.resolve() == BASE else args.config.stem
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
-    base = load_config_data(args.config)
     for name in args.variants:
         data = variant_config(name, args.steps, args.reanalyze_fraction, args.consistency_weight,
                               args.high_replay_ratio, args.priority_reward_weight,
