@@ -18,6 +18,8 @@ Each is a module with a ``main(argv=None)``, run from the repository root as
   search policy are, over played episodes (the agent's or random actions).
 - ``goal_in_view``: in a recorded evaluation (``omega eval --json F --record DIR``), how
   often the goal was within the hero's view, per way the episodes ended.
+- ``fights``: in a recorded evaluation, how the agent behaves next to a monster (does it
+  attack, how long a contact lasts) and what killed the hero, per way the episodes ended.
 
 The benchmarks (``benchmarks/``) produce the numbers of the results pages; these explain them.
 ``runs`` (no command line) holds what the benchmark scripts share: training a config on one
@@ -25,4 +27,4 @@ seed and evaluating it through the omega commands.
 """
 
 DIAGNOSTICS = ("model_probe", "river_transitions", "search_accuracy", "reanalyze_targets",
-               "memory_diagnosis", "shaped_rewards", "goal_in_view")
+               "memory_diagnosis", "shaped_rewards", "goal_in_view", "fights")

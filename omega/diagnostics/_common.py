@@ -1,8 +1,10 @@
-"""What several diagnostics share: the MuZero model's one-step Q, writing the JSON result."""
+"""What several diagnostics share: the MuZero model's one-step Q, an evaluation's recordings,
+writing the JSON result."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,3 +50,28 @@ def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def eval_recordings(eval_json: Path, records: Path) -> Iterator[tuple[int, str, int | None, Any]]:
+    """(seed, ending, length, :class:`omega.viz.ttyrec.Episode`) of every episode of an
+    ``omega eval --json F --record DIR`` evaluation. Raises ValueError (one line) for a missing
+    or unreadable eval JSON or recording."""
+    from omega.training.evaluate import recording_path
+    from omega.viz.ttyrec import read_ttyrec
+
+    try:
+        data = json.loads(Path(eval_json).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {eval_json} ({type(e).__name__}); give the file "
+                         "'omega eval --json' wrote") from None
+    seeds, endings = data.get("seeds"), data.get("endings")
+    if not seeds or not endings or len(seeds) != len(endings):
+        raise ValueError(f"{eval_json} has no per-episode seeds and endings; write it with "
+                         "'omega eval --json'")
+    lengths = data.get("lengths") or [None] * len(seeds)
+    for seed, ending, length in zip(seeds, endings, lengths, strict=True):
+        path = recording_path(records, seed)
+        if not path.is_file():
+            raise ValueError(f"no recording {path}; record the same evaluation with "
+                             "'omega eval --record DIR'")
+        yield seed, ending, length, read_ttyrec(path)  # ValueError for a bad file

@@ -14,15 +14,12 @@ the goal), failures with the goal in view a problem of going there::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from omega.diagnostics._common import write_json
-from omega.training.evaluate import recording_path
-from omega.viz.ttyrec import read_ttyrec
+from omega.diagnostics._common import eval_recordings, write_json
 
 MAP_ROWS = slice(1, 22)  # the tty rows NetHack draws the map on (row 0: messages)
 
@@ -52,23 +49,9 @@ def episode_view(chars: np.ndarray, goal: str = ">", radius: int = 4) -> dict:
 
 def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) -> dict:
     """Raises ValueError (one line) for a missing or unreadable eval JSON or recording."""
-    try:
-        data = json.loads(Path(eval_json).read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {eval_json} ({type(e).__name__}); give the file "
-                         "'omega eval --json' wrote") from None
-    seeds, endings = data.get("seeds"), data.get("endings")
-    if not seeds or not endings or len(seeds) != len(endings):
-        raise ValueError(f"{eval_json} has no per-episode seeds and endings; write it with "
-                         "'omega eval --json'")
     episodes = []
-    lengths = data.get("lengths") or [None] * len(seeds)
-    for seed, ending, length in zip(seeds, endings, lengths, strict=True):
-        path = recording_path(records, seed)
-        if not path.is_file():
-            raise ValueError(f"no recording {path}; record the same evaluation with "
-                             "'omega eval --record DIR'")
-        view = episode_view(np.asarray(read_ttyrec(path).chars), goal, radius)  # ValueError
+    for seed, ending, length, episode in eval_recordings(eval_json, records):
+        view = episode_view(np.asarray(episode.chars), goal, radius)
         episodes.append({"seed": seed, "ending": ending, "length": length, **view})
     by_ending = {}
     for ending in dict.fromkeys(e["ending"] for e in episodes):
