@@ -18,3 +18,17 @@ def fast_compiles():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture
+def write_ttyrec():
+    """Writes raw terminal frames to a path as a bz2-compressed ttyrec, as NLE records them."""
+    import bz2
+    import struct
+
+    def write(path, frames: list[bytes]) -> None:
+        data = b"".join(struct.pack("<iii", 1_700_000_000 + i, 0, len(f)) + f
+                        for i, f in enumerate(frames))
+        path.write_bytes(bz2.compress(data))
+
+    return write

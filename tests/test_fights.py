@@ -2,9 +2,7 @@
 in the 8 neighbouring cells, an attack is the next frame's "You hit/miss/kill", and the killer
 is read from the end-of-game screens."""
 
-import bz2
 import json
-import struct
 
 import pytest
 
@@ -25,18 +23,12 @@ def _frame(message: str = "", hero: tuple[int, int] | None = (5, 10),
     return out
 
 
-def _write(path, frames):
-    data = b"".join(struct.pack("<iii", 1_700_000_000 + i, 0, len(f)) + f
-                    for i, f in enumerate(frames))
-    path.write_bytes(bz2.compress(data))
-
-
-def test_fights_by_ending(tmp_path, capsys):
+def test_fights_by_ending(tmp_path, capsys, write_ttyrec):
     recs = tmp_path / "recs"
     recs.mkdir()
     # Seed 1 dies: the jackal is next to the hero in 3 frames, the hero hits back once; the
     # frames after "You die..." (the disclosure screens) are not counted, but name the killer.
-    _write(recs / "seed1.ttyrec3.bz2", [
+    write_ttyrec(recs / "seed1.ttyrec3.bz2", [
         _frame(monster=(5, 11)),
         _frame("You hit the jackal.  The jackal bites!", monster=(6, 11)),
         _frame("The jackal bites!", monster=(4, 9)),
@@ -46,7 +38,7 @@ def test_fights_by_ending(tmp_path, capsys):
     ])
     # Seed 2 is solved: the jackal two cells away (not next to the hero), then adjacent once,
     # and the hero's next frame kills it.
-    _write(recs / "seed2.ttyrec3.bz2", [
+    write_ttyrec(recs / "seed2.ttyrec3.bz2", [
         _frame(monster=(5, 12)),
         _frame(monster=(5, 11)),
         _frame("You kill the jackal!"),

@@ -1,9 +1,7 @@
 """omega.diagnostics.goal_in_view on hand-made recordings: the goal counts as in view only
 within the radius of the hero, and episodes are grouped by how they ended."""
 
-import bz2
 import json
-import struct
 
 import pytest
 
@@ -19,20 +17,14 @@ def _frame(hero: tuple[int, int], goal: tuple[int, int] | None) -> bytes:
     return out
 
 
-def _write(path, frames):
-    data = b"".join(struct.pack("<iii", 1_700_000_000 + i, 0, len(f)) + f
-                    for i, f in enumerate(frames))
-    path.write_bytes(bz2.compress(data))
-
-
-def test_goal_in_view_by_ending(tmp_path, capsys):
+def test_goal_in_view_by_ending(tmp_path, capsys, write_ttyrec):
     recs = tmp_path / "recs"
     recs.mkdir()
     # Seed 1: the goal 3 columns away in 2 of 4 frames (in view at radius 4), 6 away in one.
-    _write(recs / "seed1.ttyrec3.bz2", [_frame((5, 10), (5, 16)), _frame((5, 13), (5, 16)),
+    write_ttyrec(recs / "seed1.ttyrec3.bz2", [_frame((5, 10), (5, 16)), _frame((5, 13), (5, 16)),
                                        _frame((5, 14), (5, 16)), _frame((5, 10), (None, 0))])
     # Seed 2: the goal is never within 4 cells; the hero stands on 2 cells.
-    _write(recs / "seed2.ttyrec3.bz2", [_frame((8, 10), (2, 40)), _frame((8, 11), (2, 40)),
+    write_ttyrec(recs / "seed2.ttyrec3.bz2", [_frame((8, 10), (2, 40)), _frame((8, 11), (2, 40)),
                                        _frame((8, 10), (2, 40))])
     ev = tmp_path / "eval.json"
     ev.write_text(json.dumps({"seeds": [1, 2], "endings": ["solved", "time_limit"],

@@ -3,6 +3,7 @@ writing the JSON result."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ import jax.numpy as jnp
 
 from omega.agents.muzero.config import Support
 from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar
+
+MAP_ROWS = slice(1, 22)  # the tty rows NetHack draws the map on (row 0: messages)
 
 
 class OneStep(NamedTuple):
@@ -75,3 +78,16 @@ def eval_recordings(eval_json: Path, records: Path) -> Iterator[tuple[int, str, 
             raise ValueError(f"no recording {path}; record the same evaluation with "
                              "'omega eval --record DIR'")
         yield seed, ending, length, read_ttyrec(path)  # ValueError for a bad file
+
+
+def recorded_eval_parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The command line of a diagnostic that reads a recorded evaluation: ``--eval-json``,
+    ``--records`` and ``--json``; ``doc`` is the module docstring (its first paragraph is the
+    description)."""
+    parser = argparse.ArgumentParser(prog=f"python -m omega.diagnostics.{name}",
+                                     description=doc.split("\n\n")[0])
+    parser.add_argument("--eval-json", type=Path, required=True, help="omega eval --json output")
+    parser.add_argument("--records", type=Path, required=True,
+                        help="the same evaluation's omega eval --record folder")
+    parser.add_argument("--json", type=Path, help="write the summary and every episode here")
+    return parser

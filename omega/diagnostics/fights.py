@@ -18,7 +18,6 @@ contact for longer takes more bites::
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections import Counter
@@ -26,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omega.diagnostics._common import eval_recordings, write_json
+from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, write_json
 
-MAP_ROWS = slice(1, 22)  # the tty rows NetHack draws the map on (row 0: messages)
 HERO_ATTACK = re.compile(r"\bYou (?:hit|miss|kill)\b")
 MONSTER_ATTACK = re.compile(r"\bThe [a-z][a-z -]* (?:bites|hits|misses|just misses|stings|"
                             r"butts|kicks|claws|touches|thrusts)\b")
@@ -100,13 +98,7 @@ def summarise(eval_json: Path, records: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omega.diagnostics.fights",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--eval-json", type=Path, required=True, help="omega eval --json output")
-    parser.add_argument("--records", type=Path, required=True,
-                        help="the same evaluation's omega eval --record folder")
-    parser.add_argument("--json", type=Path, help="write the summary and every episode here")
-    args = parser.parse_args(argv)
+    args = recorded_eval_parser("fights", __doc__).parse_args(argv)
     try:
         out = summarise(args.eval_json, args.records)
     except ValueError as e:

@@ -13,15 +13,12 @@ the goal), failures with the goal in view a problem of going there::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from omega.diagnostics._common import eval_recordings, write_json
-
-MAP_ROWS = slice(1, 22)  # the tty rows NetHack draws the map on (row 0: messages)
+from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, write_json
 
 
 def episode_view(chars: np.ndarray, goal: str = ">", radius: int = 4) -> dict:
@@ -67,15 +64,10 @@ def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omega.diagnostics.goal_in_view",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--eval-json", type=Path, required=True, help="omega eval --json output")
-    parser.add_argument("--records", type=Path, required=True,
-                        help="the same evaluation's omega eval --record folder")
+    parser = recorded_eval_parser("goal_in_view", __doc__)
     parser.add_argument("--goal", default=">", help="the goal's map character (default: >)")
     parser.add_argument("--radius", type=int, default=4,
                         help="cells from the hero that count as in view (4: a 9x9 crop)")
-    parser.add_argument("--json", type=Path, help="write the summary and every episode here")
     args = parser.parse_args(argv)
     if len(args.goal) != 1 or args.radius < 0:
         parser.error("--goal is one map character and --radius a count of cells >= 0")
