@@ -173,3 +173,47 @@ def test_shaped_rewards_reads_a_muzero_run_and_refuses_other_agents(tmp_path):
     assert other.returncode == 2 and "is not a MuZero experiment" in other.stderr
     bad = run_diagnostic("shaped_rewards", "--runs", exp, "--episodes", 0)
     assert bad.returncode == 2 and "--episodes must be >= 1" in bad.stderr
+
+
+def test_monsters_sorts_moves_next_to_a_monster():
+    from nle import nethack
+
+    from omega.diagnostics.monsters import died_within, hostile_cells, move_kinds
+    from omega.diagnostics.search_accuracy import MOVES
+
+    glyphs = np.full((21, 79), nethack.GLYPH_CMAP_OFF + 19, np.int16)  # room floor
+    glyphs[5, 10] = nethack.GLYPH_MON_OFF + 16  # a monster at (10, 5)
+    glyphs[8, 20] = nethack.GLYPH_PET_OFF + 16  # a pet at (20, 8): not hostile
+    assert hostile_cells(glyphs) == {(10, 5)}
+    n, e, s, w, ne, se, sw, nw = (MOVES[ord(c)] for c in "kljhunby")
+    moves = [n, e, s, w, ne, se, sw, nw, None]
+    # The hero at (11, 6): the monster is to its north-west.
+    assert move_kinds(moves, (11, 6), {(10, 5)}) == [
+        "stay", "away", "away", "stay", "away", "away", "away", "attack", "stay"]
+    assert move_kinds(moves, (13, 6), {(10, 5)}) is None  # two cells away
+    assert died_within(None, 3, 5).tolist() == [False] * 3
+    assert died_within(6, 7, 5).tolist() == [False, False, True, True, True, True, True]
+
+
+def test_monsters_reads_a_muzero_run_and_refuses_other_agents(tmp_path):
+    exp = tiny_muzero_exp(tmp_path, "MiniHack-Room-Monster-5x5-v0", name="monster")
+    out = tmp_path / "monsters.json"
+    proc = run_diagnostic("monsters", "--dir", exp, "--episodes", 3, "--seed", 7,
+                          "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["seeds"] == [7, 9] and sum(row["endings"].values()) == 3
+    groups = row["groups"]
+    assert groups["next_to_monster"]["steps"] + groups["no_monster_next"]["steps"] == row["steps"]
+    kinds = row["next_to_monster_by_kind"]
+    if groups["next_to_monster"]["steps"]:
+        assert sum(k["action_share"] for k in kinds.values()) == pytest.approx(1.0)
+        assert sum(k["prior_mass"] for k in kinds.values()) == pytest.approx(1.0, abs=1e-4)
+        assert sum(k["taken"] for k in kinds.values()) == groups["next_to_monster"]["steps"]
+    died = row["endings"].get("died", 0)
+    assert sum(g["died_at_step"] * g["steps"] for g in groups.values()
+               if g["steps"]) == pytest.approx(died)
+    random_exp = make_exp(tmp_path)
+    assert main(["run", "--dir", str(random_exp)]) == 0
+    other = run_diagnostic("monsters", "--dir", random_exp)
+    assert other.returncode == 2 and "is not a MuZero experiment" in other.stderr

@@ -20,6 +20,8 @@ Each is a module with a ``main(argv=None)``, run from the repository root as
   often the goal was within the hero's view, per way the episodes ended.
 - ``fights``: in a recorded evaluation, how the agent behaves next to a monster (does it
   attack, how long a contact lasts) and what killed the hero, per way the episodes ended.
+- ``monsters``: whether a trained MuZero model sees the danger of a monster next to the hero
+  (its value, one-step Q and end probability there, per kind of move) against what followed.
 
 The benchmarks (``benchmarks/``) produce the numbers of the results pages; these explain them.
 ``runs`` (no command line) holds what the benchmark scripts share: training a config on one
@@ -27,4 +29,5 @@ seed and evaluating it through the omega commands.
 """
 
 DIAGNOSTICS = ("model_probe", "river_transitions", "search_accuracy", "reanalyze_targets",
-               "memory_diagnosis", "shaped_rewards", "goal_in_view", "fights")
+               "memory_diagnosis", "shaped_rewards", "goal_in_view", "fights",
+               "monsters")

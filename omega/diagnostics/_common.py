@@ -24,6 +24,7 @@ class OneStep(NamedTuple):
     value_logits: jax.Array  # [1, bins]
     reward: jax.Array  # the model's one-step reward r̂(s, a) of every action [A]
     q: jax.Array  # r̂ + γ (1 − p_end) v̂(s') of every action [A]
+    end_prob: jax.Array  # p_end: the model's probability that the action ends the episode [A]
 
 
 def one_step(net: Any, params: Any, obs: dict, support: Support, gamma: float) -> OneStep:
@@ -36,9 +37,9 @@ def one_step(net: Any, params: Any, obs: dict, support: Support, gamma: float) -
         params, jnp.repeat(latent, num_actions, 0), jnp.arange(num_actions),
         method=MuZeroNetwork.recurrent_inference)
     reward = logits_to_scalar(reward_logits, support)
-    q = reward + gamma * (1 - jax.nn.sigmoid(end_logit)) * logits_to_scalar(next_value_logits,
-                                                                           support)
-    return OneStep(latent, logits, value_logits, reward, q)
+    end_prob = jax.nn.sigmoid(end_logit)
+    q = reward + gamma * (1 - end_prob) * logits_to_scalar(next_value_logits, support)
+    return OneStep(latent, logits, value_logits, reward, q, end_prob)
 
 
 def one_step_q(net: Any, params: Any, obs: dict, support: Support, gamma: float) -> tuple:
