@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from nle import nethack
 
 from omega.agents.muzero.config import Support
 from omega.agents.muzero.networks import MuZeroNetwork, logits_to_scalar
@@ -47,6 +49,18 @@ def one_step_q(net: Any, params: Any, obs: dict, support: Support, gamma: float)
     :func:`one_step`. Call it under ``jax.jit``."""
     out = one_step(net, params, obs, support, gamma)
     return out.latent, out.logits, out.value_logits, out.q
+
+
+def raw_blstats(env: Any) -> np.ndarray:
+    """NLE's blstats of a (wrapped) env's last observation, unscaled: the observation the
+    network reads has them scaled."""
+    return env.unwrapped.last_observation[env.unwrapped._observation_keys.index("blstats")]
+
+
+def hero_position(env: Any) -> tuple[int, int]:
+    """The hero's (x, y) on the map, from :func:`raw_blstats`."""
+    bl = raw_blstats(env)
+    return int(bl[nethack.NLE_BL_X]), int(bl[nethack.NLE_BL_Y])
 
 
 def write_json(path: Path, data: Any) -> None:

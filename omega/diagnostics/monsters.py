@@ -40,7 +40,7 @@ import numpy as np
 from nle import nethack
 
 from omega.agents.muzero.networks import logits_to_scalar
-from omega.diagnostics._common import one_step, write_json
+from omega.diagnostics._common import one_step, raw_blstats, write_json
 from omega.diagnostics.search_accuracy import MOVES
 from omega.diagnostics.shaped_rewards import auc, discounted_returns
 from omega.envs import EnvFactory
@@ -63,11 +63,6 @@ def hostile_cells(glyphs: np.ndarray) -> set[tuple[int, int]]:
     ys, xs = np.nonzero(np.vectorize(nethack.glyph_is_monster)(glyphs)
                         & ~np.vectorize(nethack.glyph_is_pet)(glyphs))
     return {(int(x), int(y)) for x, y in zip(xs, ys, strict=True)}
-
-
-def raw_blstats(env) -> np.ndarray:
-    """NLE's blstats of the env's last observation, unscaled."""
-    return env.unwrapped.last_observation[env.unwrapped._observation_keys.index("blstats")]
 
 
 def move_kinds(action_moves: list[tuple[int, int] | None], hero: tuple[int, int],
@@ -144,7 +139,6 @@ def play(trained, episodes: int, seed: int, rng_seed: int = 0) -> tuple[list[Ste
                 rng, key = jax.random.split(rng)
                 out = agent.act(params, batch, first, carry, key, greedy=cfg.eval.greedy)
                 carry, first = out.carry, np.zeros(1, bool)
-                # The raw blstats: the observation's are scaled for the network.
                 bl = raw_blstats(env)
                 hero = (int(bl[nethack.NLE_BL_X]), int(bl[nethack.NLE_BL_Y]))
                 kinds = move_kinds(action_moves, hero, hostile_cells(obs["glyphs"]) - {hero})

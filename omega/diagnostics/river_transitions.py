@@ -41,7 +41,7 @@ import numpy as np
 from nle import nethack
 
 from omega.agents.muzero.networks import logits_to_scalar
-from omega.diagnostics._common import one_step_q, write_json
+from omega.diagnostics._common import hero_position, one_step_q, write_json
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
 from omega.training.evaluate import evaluation_params
@@ -100,7 +100,7 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
             water: set[tuple[int, int]] = set()
-            start = _position(env)
+            start = hero_position(env)
             east = start[0]
             counts = dict.fromkeys(KINDS, 0)
             done, success, length, first = False, False, 0, np.ones(1, bool)
@@ -113,7 +113,7 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
                 out = agent.act(actor, batch, first, None, key, greedy=cfg.eval.greedy)
                 first = np.zeros(1, bool)
                 a = int(np.asarray(out.action)[0])
-                before = _position(env)
+                before = hero_position(env)
                 obs, reward, terminated, truncated, info = env.step(a)
                 done, length = terminated or truncated, length + 1
                 success = bool(done and info.get("success", False))
@@ -121,10 +121,10 @@ def run(exp: Path, episodes: int, seed: int) -> dict:
                     {k: jnp.asarray(v[None]) for k, v in agent._filter(obs).items()})
                 target = float(reward) + (0.0 if terminated else gamma * float(next_value))
                 message = bytes(obs["message"]).rstrip(b"\0").decode(errors="replace")
-                kind = kind_of(message, _position(env), before, water, success)
+                kind = kind_of(message, hero_position(env), before, water, success)
                 counts[kind] += 1
                 if not done:
-                    east = max(east, _position(env)[0])
+                    east = max(east, hero_position(env)[0])
                 rows[kind].append((float(q[a]), target, float(prior[a]),
                                    float(np.asarray(out.extras["search_policy"])[0, a])))
             per_episode.append({"seed": seed + ep, "success": success, "length": length,
@@ -157,10 +157,6 @@ def _summarize_kinds(rows: dict[str, list[tuple[float, float, float, float]]]) -
                        if len(x) else {})}
     return kinds
 
-
-def _position(env) -> tuple[int, int]:
-    bl = env.unwrapped.last_observation[env.unwrapped._observation_keys.index("blstats")]
-    return int(bl[nethack.NLE_BL_X]), int(bl[nethack.NLE_BL_Y])
 
 
 def main(argv: list[str] | None = None) -> int:

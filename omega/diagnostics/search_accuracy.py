@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from nle import nethack
 
-from omega.diagnostics._common import one_step_q
+from omega.diagnostics._common import hero_position, one_step_q
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
 from omega.training.checkpoint import atomic_write_bytes, list_checkpoints
@@ -93,7 +93,7 @@ def evaluate_checkpoint(exp: Path, ckpt: Path, episodes: int, seed: int) -> dict
                 out = agent.act(actor, batch, first, None, key, greedy=cfg.eval.greedy)
                 first = np.zeros(1, bool)
                 ys, xs = np.nonzero(obs["glyphs"] == DOWNSTAIRS_GLYPH)
-                me = _position(env)
+                me = hero_position(env)
                 if len(xs):
                     goal = (int(xs[0]), int(ys[0]))
                     if max(abs(goal[0] - me[0]), abs(goal[1] - me[1])) <= half:
@@ -116,10 +116,6 @@ def evaluate_checkpoint(exp: Path, ckpt: Path, episodes: int, seed: int) -> dict
             "success_rate": float(np.mean(successes)), "goal_in_view_steps": len(x),
             **{n: float(x[:, i].mean()) if len(x) else None for i, n in enumerate(names)}}
 
-
-def _position(env) -> tuple[int, int]:
-    bl = env.unwrapped.last_observation[env.unwrapped._observation_keys.index("blstats")]
-    return int(bl[nethack.NLE_BL_X]), int(bl[nethack.NLE_BL_Y])
 
 
 def run(exp: Path, all_checkpoints: bool, episodes: int, seed: int) -> dict:
