@@ -63,6 +63,31 @@ def hero_position(env: Any) -> tuple[int, int]:
     return int(bl[nethack.NLE_BL_X]), int(bl[nethack.NLE_BL_Y])
 
 
+def load_blstats_muzero(run: Path, checkpoint: str | None, diagnostic: str) -> tuple[Any, Any]:
+    """(checkpoint path, trained agent) of a plain MuZero run (not stochastic, not recurrent)
+    that observes blstats, at checkpoint file ``checkpoint`` (None: the newest). Raises
+    OmegaError (one line, naming ``diagnostic``) for any other run or a missing checkpoint."""
+    from omega.errors import OmegaError
+    from omega.training.experiment import (
+        CHECKPOINT_DIR,
+        find_checkpoint,
+        load_experiment,
+        load_trained_agent,
+    )
+
+    cfg = load_experiment(run)
+    if (cfg.agent_type != "muzero" or cfg.muzero.stochastic or cfg.model.recurrent
+            or "blstats" not in cfg.env.observation.keys):
+        raise OmegaError(f"'{run}' is not a MuZero experiment of the plain kind that observes "
+                         "blstats (agent_type muzero, stochastic: false, model.recurrent: "
+                         f"false, env.observation.keys with blstats); {diagnostic} reads the "
+                         "hero's cell from blstats")
+    ckpt = find_checkpoint(run, checkpoint and run / CHECKPOINT_DIR / checkpoint)
+    if not ckpt.is_file():
+        raise OmegaError(f"'{run}': no checkpoint {ckpt.name} in {ckpt.parent}")
+    return ckpt, load_trained_agent(run, ckpt, cfg=cfg)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Writes ``data`` to ``path`` as indented JSON (making its folder) and says so."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,18 +40,12 @@ import numpy as np
 from nle import nethack
 
 from omega.agents.muzero.networks import logits_to_scalar
-from omega.diagnostics._common import one_step, raw_blstats, write_json
+from omega.diagnostics._common import load_blstats_muzero, one_step, raw_blstats, write_json
 from omega.diagnostics.search_accuracy import MOVES
 from omega.diagnostics.shaped_rewards import auc, discounted_returns
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
 from omega.training.evaluate import episode_ending
-from omega.training.experiment import (
-    CHECKPOINT_DIR,
-    find_checkpoint,
-    load_experiment,
-    load_trained_agent,
-)
 
 KINDS = ("attack", "away", "stay")
 DEATH_HORIZON = 5  # steps: "died soon after"
@@ -224,17 +218,8 @@ def summarise(steps: list[Step]) -> dict:
 
 
 def probe(run: Path, episodes: int, seed: int | None, checkpoint: str | None) -> dict:
-    cfg = load_experiment(run)
-    if (cfg.agent_type != "muzero" or cfg.muzero.stochastic or cfg.model.recurrent
-            or "blstats" not in cfg.env.observation.keys):
-        raise OmegaError(f"'{run}' is not a MuZero experiment of the plain kind that observes "
-                         "blstats (agent_type muzero, stochastic: false, model.recurrent: "
-                         "false, env.observation.keys with blstats); monsters reads the "
-                         "hero's cell from blstats")
-    ckpt = find_checkpoint(run, checkpoint and run / CHECKPOINT_DIR / checkpoint)
-    if not ckpt.is_file():
-        raise OmegaError(f"'{run}': no checkpoint {ckpt.name} in {ckpt.parent}")
-    trained = load_trained_agent(run, ckpt, cfg=cfg)
+    ckpt, trained = load_blstats_muzero(run, checkpoint, "monsters")
+    cfg = trained.cfg
     seed = cfg.eval.seed if seed is None else seed
     steps, endings = play(trained, episodes, seed)
     return {"run": str(run), "checkpoint": ckpt.name, "env_id": cfg.env.id,

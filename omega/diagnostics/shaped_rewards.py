@@ -38,15 +38,9 @@ import numpy as np
 from nle import nethack
 
 from omega.agents.muzero.networks import logits_to_scalar
-from omega.diagnostics._common import one_step, write_json
+from omega.diagnostics._common import load_blstats_muzero, one_step, write_json
 from omega.envs import EnvFactory
 from omega.errors import OmegaError
-from omega.training.experiment import (
-    CHECKPOINT_DIR,
-    find_checkpoint,
-    load_experiment,
-    load_trained_agent,
-)
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -183,17 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "value_return_corr", "prior_entropy", "search_entropy")
     try:
         for run in args.runs:
-            cfg = load_experiment(run)
-            if (cfg.agent_type != "muzero" or cfg.muzero.stochastic or cfg.model.recurrent
-                    or "blstats" not in cfg.env.observation.keys):
-                raise OmegaError(f"'{run}' is not a MuZero experiment of the plain kind that "
-                                 "observes blstats (agent_type muzero, stochastic: false, "
-                                 "model.recurrent: false, env.observation.keys with blstats); "
-                                 "shaped_rewards reads the hero's cell from blstats")
-            ckpt = find_checkpoint(run, args.checkpoint and run / CHECKPOINT_DIR / args.checkpoint)
-            if not ckpt.is_file():
-                raise OmegaError(f"'{run}': no checkpoint {ckpt.name} in {ckpt.parent}")
-            trained = load_trained_agent(run, ckpt, cfg=cfg)
+            ckpt, trained = load_blstats_muzero(run, args.checkpoint, "shaped_rewards")
             for policy in args.policy or ["agent"]:
                 row = {"run": str(run), "checkpoint": ckpt.name,
                        "env_steps": trained.loop.env_steps,
