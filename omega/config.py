@@ -514,6 +514,7 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "priority_reward_weight", "gumbel_value_scale", "gumbel_rescale_values",
                "policy_entropy_weight", "policy_gradient_weight",
                "policy_gradient_normalize", "policy_gradient_steps", "eval_params_ema",
+               "policy_gradient_fade_until",
                "gumbel_q_floor", "gumbel_q_stats", "target_update_interval",
                "reanalyze_with_target", "reanalyze_write_back", "diagnostics_interval",
                "support_step"),

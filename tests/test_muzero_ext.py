@@ -623,6 +623,45 @@ def test_policy_gradient_weight_enters_the_loss(stochastic):
         config_from_dict({"agent_type": "muzero", "muzero": {"policy_gradient_weight": -1.0}})
 
 
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_policy_gradient_fade_lowers_the_weight_over_the_train_steps(stochastic):
+    assert MuZeroConfig().policy_gradient_fade_until == 0.0
+    faded = dataclasses.replace(SMALL, stochastic=stochastic, policy_gradient_weight=2.0,
+                                policy_gradient_fade_until=0.5)
+    for progress, weight in [(0.0, 2.0), (0.25, 1.0), (0.5, 0.0), (0.9, 0.0)]:
+        np.testing.assert_allclose(losses.policy_gradient_weight_at(faded, progress), weight)
+    constant = dataclasses.replace(faded, policy_gradient_fade_until=0.0)
+    np.testing.assert_allclose(losses.policy_gradient_weight_at(constant, 0.9), 2.0)
+    # The train step reads the weight from its step: at the first step it trains as the
+    # constant weight does, from fade_until on as an agent without the term.
+    agent, state = filled_agent(faded)
+    total = agent.total_train_steps
+    batch = agent.replay.sample(SMALL.batch_size)._replace(index=())
+    without = make_muzero_agent(dataclasses.replace(faded, policy_gradient_weight=0.0),
+                                agent.encoder_cfg, A, agent.total_env_steps)
+    full = make_muzero_agent(constant, agent.encoder_cfg, A, agent.total_env_steps)
+
+    def step(a, at):
+        params, _, metrics, _ = a._train_step(state.params, state.opt_state, jnp.int32(at),
+                                              batch)
+        return params, metrics
+
+    start, metrics = step(agent, 0)
+    chex.assert_trees_all_close(start, step(full, 0)[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(metrics["policy_gradient_weight"], 2.0)
+    _, metrics = step(agent, total // 4)
+    np.testing.assert_allclose(metrics["policy_gradient_weight"],
+                               2.0 * (1 - (total // 4) / total / 0.5), rtol=1e-6)
+    late, metrics = step(agent, total // 2)
+    assert float(metrics["policy_gradient_weight"]) == 0.0
+    chex.assert_trees_all_close(late, step(without, total // 2)[0], rtol=1e-5, atol=1e-7)
+    assert not jax.tree_util.tree_all(jax.tree_util.tree_map(  # the term did train at first
+        lambda x, y: bool(jnp.allclose(x, y, rtol=1e-5, atol=1e-7)), start,
+        step(without, 0)[0]))
+    with pytest.raises(ConfigError, match="policy_gradient_fade_until"):
+        config_from_dict({"agent_type": "muzero", "muzero": {"policy_gradient_fade_until": 1.5}})
+
+
 # ---------------------------------------------------------------------------------------------
 # Moving average of the params for evaluation
 

@@ -72,6 +72,7 @@ Shapes: ``N`` envs, ``T`` rollout length, ``A`` actions, ``B`` batch, ``K`` unro
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -256,7 +257,8 @@ class MuZeroAgent:
                 fresh.append(reanalyzed)
             device_batch = batches.device_batch(self.cfg, batch, self.data_parallel)
             if self._diagnose_now(step_count):
-                diagnostics.append(self._diagnostics(params, opt_state, device_batch))
+                diagnostics.append(self._diagnostics(params, opt_state, train_steps,
+                                                     device_batch))
             params, opt_state, metrics, priority = self._train_step(
                 params, opt_state, train_steps, device_batch)
             self._write_back(params, batch, priority)
@@ -361,7 +363,8 @@ class MuZeroAgent:
                 self._last_metrics["consistency_loss"] = float("nan")
             if cfg.policy_gradient_weight > 0:
                 self._last_metrics.update(policy_gradient_loss=float("nan"),
-                                          advantage=float("nan"))
+                                          advantage=float("nan"),
+                                          policy_gradient_weight=float("nan"))
             if self.reanalyze_in_learn:
                 self._last_metrics["target_kl_reanalyzed"] = float("nan")
         if diagnostics:  # kept until the next ones, so every row has the newest
@@ -518,10 +521,15 @@ class MuZeroAgent:
     def _start_memory(self, params: Params, memory_batch: MemoryBatch) -> Carry:
         return memory.start_memory(self.network, self.cfg, params, memory_batch)
 
-    def _loss_fn(self, params: Params, batch: ReplayBatch, boot_params: Params
-                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """The loss this agent trains with (:func:`losses.loss`)."""
-        return losses.loss(self.network, self.cfg, params, batch, boot_params)
+    def _loss_fn(self, params: Params, batch: ReplayBatch, boot_params: Params,
+                 progress: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The loss this agent trains with (:func:`losses.loss`); ``progress`` is the
+        fraction of the run's train steps done (None: the full weights)."""
+        return losses.loss(self.network, self.cfg, params, batch, boot_params, progress)
+
+    def _progress(self, step: jax.Array) -> jax.Array:
+        """The fraction of the run's train steps done before train step ``step``."""
+        return jnp.asarray(step, jnp.float32) / self.total_train_steps
 
     def _loss(self, params: Params, batch: ReplayBatch, boot_params: Params | None = None
               ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -540,12 +548,14 @@ class MuZeroAgent:
         return losses.policy_gradient(self.network, self.cfg, params, batch, logits0,
                                       value_logits0)
 
-    def _diagnostics_impl(self, params: Params, opt_state: optax.OptState,
+    def _diagnostics_impl(self, params: Params, opt_state: optax.OptState, step: jax.Array,
                           batch: ReplayBatch) -> dict[str, jax.Array]:
-        """:func:`losses.diagnostics` (the bootstrap valued as the train step values it)."""
+        """:func:`losses.diagnostics` (the bootstrap valued and the terms weighted as train
+        step ``step`` values and weights them)."""
         self.trace_counts["diagnostics"] += 1
         return losses.diagnostics(self.network, self.cfg, params, batch,
-                                  bootstrap_params(self.cfg, params, opt_state))
+                                  bootstrap_params(self.cfg, params, opt_state),
+                                  self._progress(step))
 
     def target_network(self, opt_state: optax.OptState) -> Params:
         """The target network's params (``target_update_interval`` > 0)."""
@@ -555,6 +565,7 @@ class MuZeroAgent:
                          batch: ReplayBatch) -> tuple[Params, optax.OptState, dict[str, Any],
                                                       jax.Array]:
         self.trace_counts["train"] += 1
-        return train_step(self._loss_fn, self.optimizer, self.lr_schedule,
+        loss_fn = functools.partial(self._loss_fn, progress=self._progress(step))
+        return train_step(loss_fn, self.optimizer, self.lr_schedule,
                           bootstrap_params(self.cfg, params, opt_state), params, opt_state,
                           step, batch)

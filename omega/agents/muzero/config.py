@@ -156,6 +156,11 @@ class MuZeroConfig:
     # afresh, so the prior that acts learns from them), P times the real-return signal per
     # batch at the cost of encoding them. At most unroll_steps; the term averages over them.
     policy_gradient_steps: int = dataclasses.field(default=1, metadata=_range(1))
+    # Fades the policy-gradient term out: its weight falls linearly from
+    # policy_gradient_weight at the first train step to 0 at this fraction of the run's train
+    # steps (and stays 0 after), so the real returns drive the prior early and the search's
+    # improved policy alone shapes it late. 0 = off (a constant weight).
+    policy_gradient_fade_until: float = dataclasses.field(default=0.0, metadata=_range(0.0, 1.0))
     value_loss_weight: float = dataclasses.field(default=0.25, metadata=_range(0.0))
     reward_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     terminal_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))

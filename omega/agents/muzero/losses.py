@@ -287,16 +287,29 @@ def policy_gradient(network: Any, cfg: MuZeroConfig, params: Params, batch: Repl
                                                  position_mask)
 
 
+def policy_gradient_weight_at(cfg: MuZeroConfig, progress: jax.Array | None) -> jax.Array:
+    """The policy-gradient term's weight at ``progress`` (the fraction of the run's train
+    steps done): ``policy_gradient_weight``, faded linearly to 0 at
+    ``policy_gradient_fade_until`` when that is on. ``progress`` None = the full weight."""
+    weight = jnp.asarray(cfg.policy_gradient_weight, jnp.float32)
+    if not cfg.policy_gradient_fade_until or progress is None:
+        return weight
+    return weight * jnp.clip(1.0 - progress / cfg.policy_gradient_fade_until, 0.0, 1.0)
+
+
 def policy_gradient_term(network: Any, cfg: MuZeroConfig, params: Params, batch: ReplayBatch,
-                         logits0: jax.Array, value_logits0: jax.Array
+                         logits0: jax.Array, value_logits0: jax.Array,
+                         progress: jax.Array | None = None
                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The weighted policy-gradient loss [B] (``policy_gradient_weight``) and its logged
-    metrics: the batch mean and the mean |A| over the positions the term used (masked
-    positions hold 0, which is not data)."""
+    """The weighted policy-gradient loss [B] (:func:`policy_gradient_weight_at`
+    ``progress``) and its logged metrics: the batch mean, the mean |A| over the positions
+    the term used (masked positions hold 0, which is not data) and the weight used."""
     pg, advantage, live = policy_gradient(network, cfg, params, batch, logits0, value_logits0)
-    return cfg.policy_gradient_weight * pg, {
+    weight = policy_gradient_weight_at(cfg, progress)
+    return weight * pg, {
         "policy_gradient_loss": pg.mean(),
-        "advantage": jnp.abs(advantage).sum() / jnp.maximum(live.sum(), 1.0)}
+        "advantage": jnp.abs(advantage).sum() / jnp.maximum(live.sum(), 1.0),
+        "policy_gradient_weight": weight}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,10 +363,12 @@ def unroll(network: MuZeroNetwork, params: Params, latent: jax.Array, action: ja
 
 
 def loss_terms(network: MuZeroNetwork, cfg: MuZeroConfig, params: Params, batch: ReplayBatch,
-               boot_params: Params) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+               boot_params: Params, progress: jax.Array | None = None
+               ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """The loss split into its weighted terms (name -> [B], summing to the per-sample
     loss) and the logged metrics (plus ``priority`` [B]); ``boot_params`` value the
-    bootstrap observations."""
+    bootstrap observations; ``progress`` (the fraction of the run's train steps done)
+    sets the faded weights (:func:`policy_gradient_weight_at`)."""
     k = cfg.unroll_steps
     chex.assert_shape(batch.action, (None, k))
     latent, logits0, value_logits0 = root_inference(network, cfg, params, batch)
@@ -371,7 +386,8 @@ def loss_terms(network: MuZeroNetwork, cfg: MuZeroConfig, params: Params, batch:
     extra = {}
     if cfg.policy_gradient_weight > 0:
         terms["policy_gradient"], metrics = policy_gradient_term(network, cfg, params, batch,
-                                                                 logits0, value_logits0)
+                                                                 logits0, value_logits0,
+                                                                 progress)
         extra.update(metrics)
     if cfg.consistency_loss_weight > 0:
         term = consistency(network, params, latents.swapaxes(0, 1), batch)  # [B]
@@ -381,23 +397,25 @@ def loss_terms(network: MuZeroNetwork, cfg: MuZeroConfig, params: Params, batch:
 
 
 def loss(network: MuZeroNetwork, cfg: MuZeroConfig, params: Params, batch: ReplayBatch,
-         boot_params: Params) -> tuple[jax.Array, dict[str, jax.Array]]:
+         boot_params: Params, progress: jax.Array | None = None
+         ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The batch's loss (the weighted mean of :func:`loss_terms`) and the logged metrics."""
-    terms, aux = loss_terms(network, cfg, params, batch, boot_params)
+    terms, aux = loss_terms(network, cfg, params, batch, boot_params, progress)
     return jnp.mean(batch.weight * sum(terms.values())), aux
 
 
 def diagnostics(network: MuZeroNetwork, cfg: MuZeroConfig, params: Params, batch: ReplayBatch,
-                boot_params: Params) -> dict[str, jax.Array]:
+                boot_params: Params, progress: jax.Array | None = None
+                ) -> dict[str, jax.Array]:
     """What decides whether each loss shapes the representation: the norm of each
     weighted loss term's gradient at the representation's params (``grad_norm_<term>``),
     and the effective rank (Roy & Vetterli 2007: exp of the entropy of the normalised
     singular values) of the batch's root latents, between 1 (collapsed) and D."""
-    names = list(jax.eval_shape(lambda p: loss_terms(network, cfg, p, batch, boot_params)[0],
-                                params))
+    names = list(jax.eval_shape(
+        lambda p: loss_terms(network, cfg, p, batch, boot_params, progress)[0], params))
 
     def term_means(p):
-        terms, _ = loss_terms(network, cfg, p, batch, boot_params)
+        terms, _ = loss_terms(network, cfg, p, batch, boot_params, progress)
         return jnp.stack([jnp.mean(batch.weight * terms[n]) for n in names])
 
     jac = jax.jacrev(term_means)(params)["params"]["representation"]  # leaves [T, ...]

@@ -254,11 +254,13 @@ def chance_terms(cfg: MuZeroConfig, batch: ReplayBatch, q_logits: jax.Array,
 
 
 def stochastic_loss(network: StochasticMuZeroNetwork, cfg: MuZeroConfig, params: Params,
-                    batch: ReplayBatch, boot_params: Params
+                    batch: ReplayBatch, boot_params: Params,
+                    progress: jax.Array | None = None
                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The batch's loss and the logged metrics (plus ``priority`` [B]): MuZero's unroll
     losses (:func:`losses.score_unroll`) with the chance outcomes the encoder saw, plus
-    :func:`chance_terms`; ``boot_params`` value the bootstrap observations."""
+    :func:`chance_terms`; ``boot_params`` value the bootstrap observations; ``progress``
+    weights the policy-gradient term (:func:`losses.policy_gradient_weight_at`)."""
     latent, logits0, value_logits0 = network.apply(
         params, batch.obs, method=StochasticMuZeroNetwork.initial_inference)
     encoder_logits, code = chance_codes(network, params, batch, cfg.unroll_steps)
@@ -279,7 +281,7 @@ def stochastic_loss(network: StochasticMuZeroNetwork, cfg: MuZeroConfig, params:
     extra = {}
     if cfg.policy_gradient_weight > 0:
         pg, extra = losses.policy_gradient_term(network, cfg, params, batch, logits0,
-                                                value_logits0)
+                                                value_logits0, progress)
         per_sample = per_sample + pg
     loss = jnp.mean(batch.weight * per_sample) - cfg.code_usage_weight * chance.usage_entropy
     return loss, {**losses.unroll_metrics(unrolled, error, priority),
@@ -361,6 +363,6 @@ class StochasticMuZeroAgent(MuZeroAgent):
 
     # -- loss ----------------------------------------------------------------------------------
 
-    def _loss_fn(self, params: Params, batch: ReplayBatch, boot_params: Params
-                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        return stochastic_loss(self.network, self.cfg, params, batch, boot_params)
+    def _loss_fn(self, params: Params, batch: ReplayBatch, boot_params: Params,
+                 progress: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return stochastic_loss(self.network, self.cfg, params, batch, boot_params, progress)
