@@ -37,6 +37,10 @@ def test_goal_in_view_by_ending(tmp_path, capsys, write_ttyrec):
     assert first["first_in_view_frame"] == 1 and first["distinct_cells"] == 3
     assert second["goal_in_view_share"] == 0 and second["first_in_view_frame"] is None
     assert second["distinct_cells"] == 2
+    # Seed 2 spends 2 of its 3 frames on one cell (map row 8 - 2, col 10 - 1).
+    assert second["busiest_cell"] == [6, 9] and second["top4_share"] == pytest.approx(1.0)
+    assert first["busiest_cell"] == [3, 9] and first["top4_share"] == pytest.approx(1.0)
+    assert out["by_ending"]["time_limit"]["mean_top4_share"] == pytest.approx(1.0)
     assert out["by_ending"]["time_limit"]["never_in_view"] == 1
     assert out["by_ending"]["solved"]["never_in_view"] == 0
     assert "time_limit" in capsys.readouterr().out

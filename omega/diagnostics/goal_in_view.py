@@ -5,7 +5,10 @@ each episode's recording. For every frame it finds the hero (``@``) and the goal
 by default) on the map rows and counts the goal as in view when it lies within ``radius``
 cells of the hero in both directions (the ``glyphs_crop`` window: radius 4 for a 9x9 crop).
 Failed episodes that almost never had the goal in view are an exploration problem (finding
-the goal), failures with the goal in view a problem of going there::
+the goal), failures with the goal in view a problem of going there. Where the hero lingers
+tells the two kinds of search apart: ``busiest_cell`` and ``top4_share`` (the share of the
+frames spent on the episode's 4 most visited cells) are high for a policy pulled back to
+one place of the map, low for one that roams::
 
     omega eval --dir RUN --json eval.json --record recs
     python -m omega.diagnostics.goal_in_view --eval-json eval.json --records recs --radius 4
@@ -13,6 +16,7 @@ the goal), failures with the goal in view a problem of going there::
 
 from __future__ import annotations
 
+import collections
 import sys
 from pathlib import Path
 
@@ -23,11 +27,12 @@ from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_p
 
 def episode_view(chars: np.ndarray, goal: str = ">", radius: int = 4) -> dict:
     """For one recording's frames [T, rows, cols] of characters: frames with the hero on the
-    map, the share of them with the goal within ``radius``, the first such frame (None: never)
-    and the distinct hero cells."""
+    map, the share of them with the goal within ``radius``, the first such frame (None: never),
+    the distinct hero cells, the most visited one ([row, col] on the map rows; None without
+    the hero) and the share of the frames on the 4 most visited."""
     hero_frames = in_view = 0
     first = None
-    cells = set()
+    cells: collections.Counter[tuple[int, int]] = collections.Counter()
     for t, screen in enumerate(chars):
         tiles = screen[MAP_ROWS]
         hero = np.argwhere(tiles == ord("@"))
@@ -35,13 +40,16 @@ def episode_view(chars: np.ndarray, goal: str = ">", radius: int = 4) -> dict:
             continue
         hy, hx = hero[0]
         hero_frames += 1
-        cells.add((int(hy), int(hx)))
+        cells[(int(hy), int(hx))] += 1
         goals = np.argwhere(tiles == ord(goal))
         if len(goals) and (np.abs(goals - hero[0]).max(axis=1) <= radius).any():
             in_view += 1
             first = t if first is None else first
+    busiest = cells.most_common(4)
     return {"hero_frames": hero_frames, "goal_in_view_share": in_view / max(hero_frames, 1),
-            "first_in_view_frame": first, "distinct_cells": len(cells)}
+            "first_in_view_frame": first, "distinct_cells": len(cells),
+            "busiest_cell": list(busiest[0][0]) if busiest else None,
+            "top4_share": sum(n for _, n in busiest) / max(hero_frames, 1)}
 
 
 def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) -> dict:
@@ -58,6 +66,7 @@ def summarise(eval_json: Path, records: Path, goal: str = ">", radius: int = 4) 
             "mean_goal_in_view_share": float(np.mean([e["goal_in_view_share"] for e in group])),
             "never_in_view": sum(e["first_in_view_frame"] is None for e in group),
             "mean_distinct_cells": float(np.mean([e["distinct_cells"] for e in group])),
+            "mean_top4_share": float(np.mean([e["top4_share"] for e in group])),
         }
     return {"eval_json": str(eval_json), "records": str(records), "goal": goal,
             "radius": radius, "by_ending": by_ending, "episodes": episodes}
@@ -76,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"goal_in_view: {e}", file=sys.stderr)
         return 2
-    print(f"{'ending':<12} {'episodes':>8} {'goal in view':>13} {'never seen':>10} {'cells':>6}")
+    print(f"{'ending':<12} {'episodes':>8} {'goal in view':>13} {'never seen':>10} {'cells':>6} "
+          f"{'top-4 share':>11}")
     for ending, s in out["by_ending"].items():
         print(f"{ending:<12} {s['episodes']:>8} {s['mean_goal_in_view_share']:>13.2f} "
-              f"{s['never_in_view']:>10} {s['mean_distinct_cells']:>6.1f}")
+              f"{s['never_in_view']:>10} {s['mean_distinct_cells']:>6.1f} "
+              f"{s['mean_top4_share']:>11.2f}")
     if args.json:
         write_json(args.json, out)
     return 0
