@@ -25,7 +25,8 @@ from omega.agents.ppo.config import PPOConfig
 from omega.errors import ConfigError
 from omega.models.encoders import EncoderConfig
 
-OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "visited_crop", "blstats", "message")
+OBSERVATION_KEYS = ("glyphs", "glyphs_crop", "glyphs_coarse", "visited_crop", "blstats",
+                    "message")
 # Env constructor kwargs omega sets itself (omega.envs.make), and the keys that set them.
 OMEGA_ENV_KWARGS = {"observation_keys": "env.observation.keys",
                     "actions": "env.action_set or env.extra_actions", "savedir": "record.every_n_episodes",

@@ -162,6 +162,23 @@ def test_crop_pool_sees_a_glyph_outside_the_centre():
                           "model": {"kind": "plain", "crop_pool": 3}})
 
 
+@pytest.mark.parametrize("kind", ["plain", "perceiver"])
+def test_coarse_view_is_read_when_observed(kind):
+    cfg = EncoderConfig(kind=kind, map="crop", **SMALL)
+    model = make_encoder(cfg)
+    obs = make_obs(["glyphs_crop", "blstats"])
+    coarse = np.asarray(make_obs(["glyphs_crop"], seed=1)["glyphs_crop"])
+    assert "glyphs_coarse" in cfg.used_keys()
+    plain = model.init(jax.random.PRNGKey(0), obs, None, None)
+    params = model.init(jax.random.PRNGKey(0), {**obs, "glyphs_coarse": coarse}, None, None)
+    assert param_count(params) > param_count(plain)  # its own weights (or positions)
+    other = coarse.copy()
+    other[:, 0, 0] = (other[:, 0, 0] + 1) % nethack.MAX_GLYPH
+    h1, _ = model.apply(params, {**obs, "glyphs_coarse": coarse}, None, None)
+    h2, _ = model.apply(params, {**obs, "glyphs_coarse": other}, None, None)
+    assert not np.allclose(h1, h2)
+
+
 def test_missing_map_key_is_a_clear_error():
     cfg = EncoderConfig(map="full", **SMALL)
     obs = make_obs(["glyphs_crop"])

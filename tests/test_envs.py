@@ -9,9 +9,16 @@ from gymnasium.utils.env_checker import check_env
 from nle import nethack
 
 from omega.envs import make, registered_env_ids
-from omega.envs.wrappers import PAD_GLYPH, ObservationSpec, RewardShaping, crop_around
+from omega.envs.wrappers import (
+    GLYPH_SALIENCE,
+    PAD_GLYPH,
+    ObservationSpec,
+    RewardShaping,
+    coarse_glyphs,
+    crop_around,
+)
 
-ALL_KEYS = ("glyphs", "glyphs_crop", "visited_crop", "blstats", "message")
+ALL_KEYS = ("glyphs", "glyphs_crop", "glyphs_coarse", "visited_crop", "blstats", "message")
 
 
 def test_registry_has_nle_minihack_and_omega_ids():
@@ -38,6 +45,49 @@ def test_observation_spec(env_id):
     assert env.observation_space.contains(obs)
     # The crop is centred on the agent: the centre glyph is the player's.
     assert nethack.glyph_is_monster(int(obs["glyphs_crop"][3, 3]))
+    # So is the coarse view's centre block (nothing there is more salient than the hero).
+    assert obs["glyphs_coarse"].shape == (7, 7) and obs["glyphs_coarse"].dtype == np.int16
+    assert nethack.glyph_is_monster(int(obs["glyphs_coarse"][3, 3]))
+    env.close()
+
+
+def test_coarse_glyphs_keep_each_blocks_most_salient_glyph():
+    cmap = nethack.GLYPH_CMAP_OFF
+    floor, wall, stairs_down = cmap + 19, cmap + 1, cmap + 24
+    monster, item = nethack.GLYPH_MON_OFF + 5, nethack.GLYPH_OBJ_OFF + 3
+    assert list(GLYPH_SALIENCE[[PAD_GLYPH, cmap + 0, floor, wall, stairs_down, item, monster]]) \
+        == [0, 0, 1, 2, 3, 4, 5]
+    grid = np.full((6, 6), floor, np.int16)
+    grid[0, 2] = wall  # block (0, 0): a wall among floor
+    grid[1, 4], grid[2, 5] = stairs_down, monster  # block (0, 1): the monster wins
+    grid[3:, :3] = PAD_GLYPH  # block (1, 0): outside the map
+    grid[5, 5] = item  # block (1, 1)
+    np.testing.assert_array_equal(coarse_glyphs(grid, 3),
+                                  [[wall, monster], [PAD_GLYPH, item]])
+    # Among equals the first in row order: an all-floor block stays floor.
+    assert coarse_glyphs(np.full((3, 3), floor, np.int16), 3)[0, 0] == floor
+
+
+def test_coarse_view_sees_three_times_further_than_the_crop():
+    # Stairs out of a 5x5 crop's view but within 7 cells show in the 5x5 coarse view (which
+    # covers 15x15 cells) at the block they lie in.
+    env = make("MiniHack-Room-Random-15x15-v0", observation_keys=["glyphs", "glyphs_crop",
+                                                           "glyphs_coarse", "blstats"],
+               crop_size=5)
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        stairs = np.argwhere(obs["glyphs"] == nethack.GLYPH_CMAP_OFF + 24)
+        blstats = env.unwrapped.last_observation[env.unwrapped._blstats_index]
+        x, y = int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
+        (sy, sx), = stairs
+        dy, dx = sy - y, sx - x
+        if max(abs(dy), abs(dx)) > 2 and max(abs(dy), abs(dx)) <= 7:
+            break
+    else:
+        pytest.fail("no episode start with the stairs 3-7 cells away")
+    assert not (obs["glyphs_crop"] == nethack.GLYPH_CMAP_OFF + 24).any()
+    by, bx = (dy + 7) // 3, (dx + 7) // 3  # the block of the 15x15 window holding the stairs
+    assert obs["glyphs_coarse"][by, bx] == nethack.GLYPH_CMAP_OFF + 24
     env.close()
 
 

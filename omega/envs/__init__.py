@@ -155,9 +155,11 @@ def make(
     """Builds ``env_id`` with omega's observation spec.
 
     Args:
-      observation_keys: any of ``glyphs``, ``glyphs_crop``, ``visited_crop``, ``blstats``,
-        ``message`` (:class:`~omega.envs.wrappers.ObservationSpec`).
-      crop_size: side of the ``glyphs_crop`` and ``visited_crop`` windows centred on the agent.
+      observation_keys: any of ``glyphs``, ``glyphs_crop``, ``glyphs_coarse``,
+        ``visited_crop``, ``blstats``, ``message``
+        (:class:`~omega.envs.wrappers.ObservationSpec`).
+      crop_size: side of the ``glyphs_crop``, ``glyphs_coarse`` and ``visited_crop`` windows
+        centred on the agent (``glyphs_coarse`` covers 3x as many cells each way).
       step_penalty, success_bonus, experience_bonus, new_cell_bonus: reward shaping (off by
         default; see :class:`~omega.envs.wrappers.RewardShaping`).
       max_episode_steps: an extra time limit (reported as truncation), on top of the env's own.

@@ -162,6 +162,47 @@ def crop_around(glyphs: np.ndarray, x: int, y: int, height: int, width: int,
     return padded[y:y + height, x:x + width].copy()
 
 
+# How much a glyph says about where to go, for the coarse view's choice of one glyph per
+# block: what moves (monsters, pets, zaps, explosions, warnings) > what can be picked up
+# (objects, corpses, statues) > dungeon features (doors, stairs, fountains, traps, water...) >
+# walls, trees and bars > floor and corridors > dark and blank cells (and PAD_GLYPH).
+COARSE_BLOCK = 3
+
+
+def _glyph_salience() -> np.ndarray:
+    n = nethack
+    salience = np.zeros(PAD_GLYPH + 1, np.int8)
+    salience[n.GLYPH_MON_OFF:n.GLYPH_OBJ_OFF] = 5  # monsters, pets, invisible, detected, ridden
+    salience[n.GLYPH_BODY_OFF:n.GLYPH_RIDDEN_OFF] = 4  # corpses
+    salience[n.GLYPH_OBJ_OFF:n.GLYPH_CMAP_OFF] = 4
+    salience[n.GLYPH_EXPLODE_OFF:n.GLYPH_STATUE_OFF] = 5  # explosions, zaps, swallow, warning
+    salience[n.GLYPH_STATUE_OFF:n.MAX_GLYPH] = 4
+    for i in range(n.GLYPH_EXPLODE_OFF - n.GLYPH_CMAP_OFF):
+        what = n.symdef.from_idx(i).explanation
+        if what in ("stone", "dark part of a room"):
+            level = 0
+        elif what in ("floor of a room", "corridor", "lit corridor", "ice", "air", "cloud"):
+            level = 1
+        elif what in ("wall", "tree", "iron bars"):
+            level = 2
+        else:
+            level = 3
+        salience[n.GLYPH_CMAP_OFF + i] = level
+    return salience
+
+
+GLYPH_SALIENCE = _glyph_salience()
+
+
+def coarse_glyphs(glyphs: np.ndarray, block: int = COARSE_BLOCK) -> np.ndarray:
+    """[N*block, N*block] glyphs -> [N, N]: each block x block block's most salient glyph
+    (:data:`GLYPH_SALIENCE`; the first in row order among equals)."""
+    n = glyphs.shape[0] // block
+    blocks = glyphs.reshape(n, block, n, block).transpose(0, 2, 1, 3).reshape(n, n, -1)
+    best = np.argmax(GLYPH_SALIENCE[blocks], axis=-1)
+    return np.take_along_axis(blocks, best[..., None], -1)[..., 0]
+
+
 def _blstats_scale() -> tuple[np.ndarray, np.ndarray]:
     """Per-entry divisor, and which entries are unbounded counters (log-scaled)."""
     size = nethack.NLE_BLSTATS_SIZE
@@ -200,9 +241,9 @@ def raw_keys_for(keys: Sequence[str]) -> tuple[str, ...]:
     """NLE observation keys needed to build the given omega observation keys."""
     raw = set()
     for key in keys:
-        if key in ("glyphs", "glyphs_crop"):
+        if key in ("glyphs", "glyphs_crop", "glyphs_coarse"):
             raw.add("glyphs")
-        if key in ("glyphs_crop", "visited_crop", "blstats"):
+        if key in ("glyphs_crop", "glyphs_coarse", "visited_crop", "blstats"):
             raw.add("blstats")
         if key == "message":
             raw.add("message")
@@ -217,6 +258,9 @@ class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     ============  ========  ==============  =============================================
     glyphs        int16     [21, 79]        glyph ids of the full map
     glyphs_crop   int16     [H, W]          window centred on the agent, PAD_GLYPH outside
+    glyphs_coarse int16     [H, W]          the 3H x 3W window centred on the agent, each
+                                            3x3 block as its most salient glyph
+                                            (:func:`coarse_glyphs`): 3x further, as coarse
     visited_crop  uint8     [H, W]          the same window: 1 where the hero has stood this
                                             episode on this level, 0 elsewhere and outside
     blstats       float32   [27]            bottom-line stats, normalised to order 1
@@ -237,6 +281,7 @@ class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         spaces = {
             "glyphs": gym.spaces.Box(0, PAD_GLYPH, (MAP_ROWS, MAP_COLS), np.int16),
             "glyphs_crop": gym.spaces.Box(0, PAD_GLYPH, (self.crop_size,) * 2, np.int16),
+            "glyphs_coarse": gym.spaces.Box(0, PAD_GLYPH, (self.crop_size,) * 2, np.int16),
             "visited_crop": gym.spaces.Box(0, 1, (self.crop_size,) * 2, np.uint8),
             "blstats": gym.spaces.Box(-5.0, 5.0, (n_bl,), np.float32),
             "message": gym.spaces.Box(0, 255, (nethack.MESSAGE_SHAPE[0],), np.uint8),
@@ -268,6 +313,11 @@ class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
                 out[key] = crop_around(
                     observation["glyphs"].astype(np.int16), int(bl[nethack.NLE_BL_X]),
                     int(bl[nethack.NLE_BL_Y]), self.crop_size, self.crop_size)
+            elif key == "glyphs_coarse":
+                bl, wide = observation["blstats"], COARSE_BLOCK * self.crop_size
+                out[key] = coarse_glyphs(crop_around(
+                    observation["glyphs"].astype(np.int16), int(bl[nethack.NLE_BL_X]),
+                    int(bl[nethack.NLE_BL_Y]), wide, wide))
             elif key == "visited_crop":
                 out[key] = self._visited_crop(observation["blstats"])
             elif key == "blstats":

@@ -12,9 +12,10 @@ Two families share one interface, ``encoder.apply(params, obs, first, carry) -> 
 Observation keys (leading batch dim ``B``): ``glyphs`` int [B, 21, 79], ``glyphs_crop``
 int [B, H, W] (``MAX_GLYPH`` pads cells outside the map), ``visited_crop`` int [B, H, W]
 (read with the crop when present: a learned vector added where the hero has been),
+``glyphs_coarse`` int [B, H, W] (a window 3x as wide, one glyph per 3x3 block),
 ``blstats`` float [B, K], ``message`` uint8 [B, 256]. Which map views are read is
-``EncoderConfig.map``; ``blstats`` is used when present, ``message`` only with
-``use_message``.
+``EncoderConfig.map``, plus ``glyphs_coarse`` when present; ``blstats`` is used when
+present, ``message`` only with ``use_message``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from nle import nethack
 MAX_GLYPH = nethack.MAX_GLYPH
 NUM_GLYPHS = MAX_GLYPH + 1  # + the padding id used outside the map in glyphs_crop
 MAP_KEYS = {"crop": ("glyphs_crop",), "full": ("glyphs",), "both": ("glyphs_crop", "glyphs")}
+# A further map view, read by either encoder whatever ``map`` says when it is observed.
+COARSE_KEY = "glyphs_coarse"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +97,8 @@ class EncoderConfig:
     def used_keys(self) -> tuple[str, ...]:
         """Observation keys this encoder may read (others can be dropped before jit)."""
         visited = ("visited_crop",) if "glyphs_crop" in self.map_keys else ()
-        return self.map_keys + visited + ("blstats",) + (("message",) if self.use_message else ())
+        return (self.map_keys + visited + (COARSE_KEY, "blstats")
+                + (("message",) if self.use_message else ()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,13 +179,18 @@ class GlyphEmbedding(nn.Module):
     @nn.compact
     def __call__(self, glyphs: jax.Array) -> jax.Array:
         ids = jnp.clip(glyphs.astype(jnp.int32), 0, MAX_GLYPH)
-        x = nn.Embed(NUM_GLYPHS, self.dim, name="glyph")(ids)
-        if self.features:
-            for name, table, size in (("group", GLYPH_GROUP, NUM_GROUPS),
-                                      ("char", GLYPH_CHAR, NUM_CHARS),
-                                      ("color", GLYPH_COLOR, NUM_COLORS)):
-                x = x + nn.Embed(size, self.dim, name=name)(jnp.asarray(table)[ids])
-        return x
+        glyph = nn.Embed(NUM_GLYPHS, self.dim, name="glyph")
+        if not self.features:
+            return glyph(ids)
+        # The summed table over every glyph first [NUM_GLYPHS, dim], then one lookup per
+        # cell: a wide crop has far more cells than there are glyphs, and one gather (and
+        # one scatter in the backward pass) per cell instead of four is what it costs.
+        table = glyph(jnp.arange(NUM_GLYPHS))
+        for name, features, size in (("group", GLYPH_GROUP, NUM_GROUPS),
+                                     ("char", GLYPH_CHAR, NUM_CHARS),
+                                     ("color", GLYPH_COLOR, NUM_COLORS)):
+            table = table + nn.Embed(size, self.dim, name=name)(jnp.asarray(features))
+        return table[ids]
 
 
 class Conv3x3(nn.Module):
@@ -246,12 +255,15 @@ def _side_inputs(cfg: EncoderConfig, obs: Mapping[str, jax.Array]) -> list[jax.A
     return feats
 
 
-def _map_views(cfg: EncoderConfig, obs: Mapping[str, jax.Array]) -> list[jax.Array]:
+def _map_views(cfg: EncoderConfig, obs: Mapping[str, jax.Array]) -> list[tuple[str, jax.Array]]:
+    """(key, glyphs [B, H, W]) of every map view read: ``cfg.map``'s, then the coarse view
+    when observed."""
     missing = [k for k in cfg.map_keys if k not in obs]
     if missing:
         raise KeyError(f"EncoderConfig.map={cfg.map!r} needs observation key(s) {missing}; "
                        f"got {sorted(obs)}: add them to env.observation.keys or change model.map")
-    return [obs[k] for k in cfg.map_keys]
+    keys = cfg.map_keys + ((COARSE_KEY,) if COARSE_KEY in obs else ())
+    return [(k, obs[k]) for k in keys]
 
 
 def _embed_view(embed: nn.Module, key: str, view: jax.Array,
@@ -300,7 +312,7 @@ class PlainEncoder(nn.Module):
         cfg = self.cfg
         embed = GlyphEmbedding(cfg.embed_dim, cfg.glyph_features, name="embed")
         feats = []
-        for key, view in zip(cfg.map_keys, _map_views(cfg, obs), strict=True):
+        for key, view in _map_views(cfg, obs):
             chex.assert_rank(view, 3)  # [B, H, W]
             embedded = _embed_view(embed, key, view, obs)  # [B, H, W, E]
             # The full map is wide (21x79): strides keep the flattened features small.
@@ -371,7 +383,7 @@ class PerceiverEncoder(nn.Module):
         cfg = self.cfg
         embed = GlyphEmbedding(cfg.embed_dim, cfg.glyph_features, name="embed")
         tokens = []
-        for key, view in zip(cfg.map_keys, _map_views(cfg, obs), strict=True):
+        for key, view in _map_views(cfg, obs):
             chex.assert_rank(view, 3)  # [B, H, W]
             batch, height, width = view.shape
             x = _embed_view(embed, key, view, obs)  # [B, H, W, E]
