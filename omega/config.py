@@ -325,13 +325,6 @@ def _check_semantics(cfg: ExperimentConfig) -> None:
             "config key 'env.observation.keys' has 'visited_crop', which the encoder reads "
             f"with the glyph crop, but model.map is {cfg.model.map!r}; set model.map to "
             "'crop' or 'both' (with 'glyphs_crop' in the keys), or drop 'visited_crop'")
-    if cfg.model.crop_pool > 1:
-        from omega.models.encoders import check_crop_pool
-
-        try:
-            check_crop_pool(cfg.env.observation.crop_size, cfg.model.crop_pool)
-        except ValueError as e:
-            raise ConfigError(f"config key 'model.crop_pool': {e}") from None
     if cfg.env.num_workers > cfg.env.num_envs:
         raise ConfigError(
             f"config key 'env.num_workers' ({cfg.env.num_workers}) must be <= env.num_envs "
@@ -515,7 +508,6 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
     "env": ("action_set", "extra_actions", "reward_shaping.experience_bonus",
             "reward_shaping.new_cell_bonus"),
     "ppo": ("entropy_schedule", "entropy_coef_final"),
-    "model": ("crop_pool",),
     "muzero": ("consistency_loss_weight", "reanalyze_fraction", "reanalyze_batch_size",
                "stochastic", "num_chance_outcomes", "afterstate_value_loss_weight",
                "chance_loss_weight", "commitment_loss_weight", "code_usage_weight",

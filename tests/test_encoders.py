@@ -123,45 +123,6 @@ def test_config_validation():
     assert hash(cfg) == hash(EncoderConfig())  # usable as a static jit argument
 
 
-def test_pooled_crop_on_known_input():
-    x = np.arange(2 * 9 * 9 * 2, dtype=np.float32).reshape(2, 9, 9, 2)
-    centre, coarse = enc.pooled_crop(jnp.asarray(x), 3)
-    np.testing.assert_array_equal(centre, x[:, 3:6, 3:6])
-    # Values grow along rows and columns, so each block's max is its bottom-right cell.
-    np.testing.assert_array_equal(coarse, x[:, 2::3, 2::3])
-    with pytest.raises(ValueError, match="odd"):
-        enc.check_crop_pool(12, 2)  # a 6x6 centre has no middle cell
-    with pytest.raises(ValueError, match="crop_size"):
-        enc.check_crop_pool(10, 3)
-    enc.check_crop_pool(10, 1)  # off: any crop
-
-
-def test_crop_pool_sees_a_glyph_outside_the_centre():
-    """With crop_pool the plain encoder reads a 15x15 crop as two 5x5 views: a glyph changed
-    outside the centre changes the encoding (the coarse view sees it); a config whose crop
-    does not split into blocks around a centre is refused in one line."""
-    cfg = EncoderConfig(kind="plain", map="crop", crop_pool=3, **dict(SMALL, cnn_channels=()))
-    model = make_encoder(cfg)
-    obs = make_obs(["glyphs_crop", "blstats"], crop=15)
-    params = model.init(jax.random.PRNGKey(0), obs, None, None)
-    dense_in = [v["kernel"].shape[0] for k, v in params["params"].items() if k.startswith("Dense")]
-    assert dense_in == [5 * 5 * cfg.embed_dim] * 2  # the centre and the coarse view
-    far = obs["glyphs_crop"].copy()
-    far[:, 0, 0] = (far[:, 0, 0] + 1) % nethack.MAX_GLYPH
-    h1, _ = model.apply(params, obs, None, None)
-    h2, _ = model.apply(params, {**obs, "glyphs_crop": far}, None, None)
-    assert not np.allclose(h1, h2)
-    with pytest.raises(ValueError, match="crop_pool"):
-        EncoderConfig(kind="perceiver", crop_pool=3)
-    with pytest.raises(ValueError, match="crop_pool"):
-        EncoderConfig(kind="plain", map="full", crop_pool=3)
-    from omega.config import ConfigError, config_from_dict
-
-    with pytest.raises(ConfigError, match="'model.crop_pool'.*crop_size.*got 12"):
-        config_from_dict({"agent_type": "muzero", "env": {"observation": {"crop_size": 12}},
-                          "model": {"kind": "plain", "crop_pool": 3}})
-
-
 @pytest.mark.parametrize("kind", ["plain", "perceiver"])
 def test_coarse_view_is_read_when_observed(kind):
     cfg = EncoderConfig(kind=kind, map="crop", **SMALL)

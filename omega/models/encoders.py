@@ -49,12 +49,6 @@ class EncoderConfig:
     use_message: bool = False  # embed the message bytes (bag of bytes)
     # plain
     cnn_channels: tuple[int, ...] = (16, 16)
-    # p > 1: the glyph crop (env.observation.crop_size C, a multiple of p with C / p odd) is
-    # read as two views of (C / p) x (C / p) cells each: its centre as it is, and the whole
-    # crop with the embeddings of every p x p block max-pooled into one cell. The agent sees
-    # p times further at twice the features of the centre alone (a 9x9 crop's features and a
-    # 27x27 view at crop_size 27, crop_pool 3). 1 = the crop as it is.
-    crop_pool: int = dataclasses.field(default=1, metadata={"min": 1})
     # perceiver
     num_latents: int = dataclasses.field(default=16, metadata={"min": 1})
     latent_dim: int = dataclasses.field(default=64, metadata={"min": 4})
@@ -74,10 +68,6 @@ class EncoderConfig:
             raise ValueError(f"map must be 'crop', 'full' or 'both', got {self.map!r}")
         if self.positional not in ("learned", "fixed"):
             raise ValueError(f"positional must be 'learned' or 'fixed', got {self.positional!r}")
-        if self.crop_pool > 1 and (self.kind != "plain" or "glyphs_crop" not in self.map_keys):
-            raise ValueError(f"crop_pool={self.crop_pool} needs kind='plain' with map 'crop' or "
-                             f"'both' (got kind={self.kind!r}, map={self.map!r}); set "
-                             "crop_pool to 1")
         if self.recurrent and self.kind != "perceiver":
             raise ValueError("recurrent=true needs kind='perceiver' (the latents are the memory)")
         if self.kind == "perceiver":
@@ -276,28 +266,6 @@ def _embed_view(embed: nn.Module, key: str, view: jax.Array,
     return x
 
 
-def check_crop_pool(crop_size: int, pool: int) -> None:
-    """ValueError (one line) unless a ``crop_size`` crop splits into ``pool`` x ``pool`` blocks
-    around one centre block."""
-    if pool > 1 and (crop_size % pool or (crop_size // pool) % 2 == 0):
-        raise ValueError(f"crop_pool {pool} needs env.observation.crop_size to be {pool} "
-                         f"times an odd number (got {crop_size}); e.g. {pool * 9} for a 9x9 "
-                         "centre")
-
-
-def pooled_crop(x: jax.Array, pool: int) -> tuple[jax.Array, jax.Array]:
-    """The centre and the coarse view of an embedded crop [B, C, C, E] (``crop_pool``): the
-    middle (C / pool)^2 cells, and the max over each pool x pool block's embeddings; each
-    [B, C / pool, C / pool, E]."""
-    b, c, _, e = x.shape
-    check_crop_pool(c, pool)
-    n = c // pool
-    start = (c - n) // 2
-    centre = x[:, start:start + n, start:start + n]
-    coarse = x.reshape(b, n, pool, n, pool, e).max(axis=(2, 4))
-    return centre, coarse
-
-
 # ---------------------------------------------------------------------------------------------
 # Plain encoder
 
@@ -314,15 +282,13 @@ class PlainEncoder(nn.Module):
         feats = []
         for key, view in _map_views(cfg, obs):
             chex.assert_rank(view, 3)  # [B, H, W]
-            embedded = _embed_view(embed, key, view, obs)  # [B, H, W, E]
+            x = _embed_view(embed, key, view, obs)  # [B, H, W, E]
             # The full map is wide (21x79): strides keep the flattened features small.
             stride = 2 if view.shape[1:] == tuple(nethack.DUNGEON_SHAPE) else 1
-            pooled = key == "glyphs_crop" and cfg.crop_pool > 1
-            for x in pooled_crop(embedded, cfg.crop_pool) if pooled else (embedded,):
-                for ch in cfg.cnn_channels:
-                    x = nn.relu(Conv3x3(ch, stride)(x))
-                x = x.reshape(x.shape[0], -1)
-                feats.append(nn.relu(nn.Dense(cfg.mlp_hidden)(x)))
+            for ch in cfg.cnn_channels:
+                x = nn.relu(Conv3x3(ch, stride)(x))
+            x = x.reshape(x.shape[0], -1)
+            feats.append(nn.relu(nn.Dense(cfg.mlp_hidden)(x)))
         feats += _side_inputs(cfg, obs)
         h = nn.relu(nn.Dense(cfg.output_dim, name="out")(jnp.concatenate(feats, -1)))
         return h, carry
