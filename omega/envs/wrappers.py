@@ -162,14 +162,15 @@ def crop_around(glyphs: np.ndarray, x: int, y: int, height: int, width: int,
     return padded[y:y + height, x:x + width].copy()
 
 
-# How much a glyph says about where to go, for the coarse view's choice of one glyph per
-# block: what moves (monsters, pets, zaps, explosions, warnings) > what can be picked up
-# (objects, corpses, statues) > dungeon features (doors, stairs, fountains, traps, water...) >
-# walls, trees and bars > floor and corridors > dark and blank cells (and PAD_GLYPH).
-COARSE_BLOCK = 3
+COARSE_BLOCK = 3  # glyphs_coarse shows one glyph per COARSE_BLOCK x COARSE_BLOCK cells
 
 
 def _glyph_salience() -> np.ndarray:
+    """Glyph id (PAD_GLYPH included) -> how much it says about where to go, 0-5, for the
+    coarse view's choice of one glyph per block: what moves (monsters, pets, zaps,
+    explosions, warnings) > what can be picked up (objects, corpses, statues) > dungeon
+    features (doors, stairs, fountains, traps, water...) > walls, trees and bars > floor,
+    corridors and clouds > dark and blank cells."""
     n = nethack
     salience = np.zeros(PAD_GLYPH + 1, np.int8)
     salience[n.GLYPH_MON_OFF:n.GLYPH_OBJ_OFF] = 5  # monsters, pets, invisible, detected, ridden
@@ -303,21 +304,23 @@ class ObservationSpec(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         grid[y, x] = 1
         return crop_around(grid, x, y, self.crop_size, self.crop_size, pad=0)
 
+    @staticmethod
+    def _window(observation: dict[str, np.ndarray], size: int) -> np.ndarray:
+        """The [size, size] int16 glyphs centred on the hero (a new array)."""
+        bl = observation["blstats"]
+        return crop_around(observation["glyphs"].astype(np.int16, copy=False),
+                           int(bl[nethack.NLE_BL_X]), int(bl[nethack.NLE_BL_Y]), size, size)
+
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         for key in self.keys:
             if key == "glyphs":
                 out[key] = observation["glyphs"].astype(np.int16, copy=True)
             elif key == "glyphs_crop":
-                bl = observation["blstats"]
-                out[key] = crop_around(
-                    observation["glyphs"].astype(np.int16), int(bl[nethack.NLE_BL_X]),
-                    int(bl[nethack.NLE_BL_Y]), self.crop_size, self.crop_size)
+                out[key] = self._window(observation, self.crop_size)
             elif key == "glyphs_coarse":
-                bl, wide = observation["blstats"], COARSE_BLOCK * self.crop_size
-                out[key] = coarse_glyphs(crop_around(
-                    observation["glyphs"].astype(np.int16), int(bl[nethack.NLE_BL_X]),
-                    int(bl[nethack.NLE_BL_Y]), wide, wide))
+                out[key] = coarse_glyphs(self._window(observation,
+                                                      COARSE_BLOCK * self.crop_size))
             elif key == "visited_crop":
                 out[key] = self._visited_crop(observation["blstats"])
             elif key == "blstats":
