@@ -491,6 +491,40 @@ def test_both_agents_train_on_the_same_task():
         envs = {r.agent_type: r.config["env"] for r in original.runs if r.env_id == env_id}
         assert envs["ppo"] == envs["muzero"], env_id
 
+def test_transfer_suite_runs_the_recipes_unchanged_but_for_the_env():
+    # The suite asks whether a recipe is tuned to its room: each entry must be the recipe
+    # itself (as it ships, whatever it becomes), not a task config that has taken settings
+    # of its own. Only the env id, PPO's HideNSeek crop and the shaped entries' reward differ.
+    from omega.config import config_to_dict, load_config
+    transfer = load_suite(REPO / "configs" / "suites" / "transfer.yaml")
+    recipes = {a: config_to_dict(load_config(REPO / "configs" / a / f))
+               for a, f in (("muzero", "room_random_15x15_100k.yaml"),
+                            ("ppo", "room_random_15x15.yaml"))}
+    suite_set = {"seed": None, "train": ("total_env_steps", "checkpoint_every_steps",
+                                         "keep_checkpoints"), "eval": ("episodes", "seed")}
+
+    def without_suite_keys(config):
+        config = copy.deepcopy(config)
+        config.pop("seed")
+        for section in ("train", "eval"):
+            for key in suite_set[section]:
+                config[section].pop(key)
+        return config
+
+    assert {r.env_id for r in transfer.runs} == {"MiniHack-Room-Ultimate-15x15-v0",
+                                                 "MiniHack-HideNSeek-Mapped-v0"}
+    for run in transfer.runs:
+        expected = without_suite_keys(recipes[run.agent_type])
+        expected["env"]["id"] = run.env_id
+        if run.agent_type == "ppo" and "HideNSeek" in run.env_id:
+            expected["env"]["observation"]["crop_size"] = 21
+        if run.name.endswith("_shaped"):
+            expected["env"]["reward_shaping"] = recipes["muzero"]["env"]["reward_shaping"]
+        assert without_suite_keys(run.config) == expected, run.name
+    assert {r.budget for r in transfer.runs if r.agent_type == "muzero"} == {300_000}
+    assert {r.budget for r in transfer.runs if r.agent_type == "ppo"} == {500_000}
+
+
 def test_config_error_type():
     with pytest.raises(ConfigError):
         load_suite(REPO / "configs" / "suites" / "missing.yaml")
