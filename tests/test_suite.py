@@ -19,7 +19,7 @@ from omega.cli.main import main
 from omega.errors import ConfigError
 from omega.suite.report import entry_rows, fmt_steps, row_cells
 from omega.suite.run import GIF_EPISODES, GIF_RECORDINGS, make_gif, select_runs
-from omega.suite.spec import checkpoint_every, load_suite, spec_hash
+from omega.suite.spec import SUITE_SET_KEYS, checkpoint_every, load_suite, spec_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -491,6 +491,7 @@ def test_both_agents_train_on_the_same_task():
         envs = {r.agent_type: r.config["env"] for r in original.runs if r.env_id == env_id}
         assert envs["ppo"] == envs["muzero"], env_id
 
+
 def test_transfer_suite_runs_the_recipes_unchanged_but_for_the_env():
     # The suite asks whether a recipe is tuned to its room: each entry must be the recipe
     # itself (as it ships, whatever it becomes), not a task config that has taken settings
@@ -500,15 +501,15 @@ def test_transfer_suite_runs_the_recipes_unchanged_but_for_the_env():
     recipes = {a: config_to_dict(load_config(REPO / "configs" / a / f))
                for a, f in (("muzero", "room_random_15x15_100k.yaml"),
                             ("ppo", "room_random_15x15.yaml"))}
-    suite_set = {"seed": None, "train": ("total_env_steps", "checkpoint_every_steps",
-                                         "keep_checkpoints"), "eval": ("episodes", "seed")}
 
     def without_suite_keys(config):
         config = copy.deepcopy(config)
-        config.pop("seed")
-        for section in ("train", "eval"):
-            for key in suite_set[section]:
-                config[section].pop(key)
+        for dotted in SUITE_SET_KEYS:
+            *sections, key = dotted.split(".")
+            section = config
+            for name in sections:
+                section = section[name]
+            section.pop(key)
         return config
 
     assert {r.env_id for r in transfer.runs} == {"MiniHack-Room-Ultimate-15x15-v0",
