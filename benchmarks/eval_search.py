@@ -4,14 +4,15 @@ Usage (from the repository root):
 
     python benchmarks/eval_search.py --runs experiments/mz/rr15_seed0 experiments/mz/rr15_seed1 \\
         --variant as_trained --variant sims64:num_simulations=64 \\
-        --variant push0.1:gumbel_value_scale=0.1 \\
+        --variant push0.1:gumbel_value_scale=0.1 --variant t0.5:eval_temperature=0.5 \\
         --out benchmarks/results/eval_search.json
 
 The search's settings are not learned params: a checkpoint can be evaluated with more
 simulations, or with another push of the improved policy, without retraining. If more search
 at eval lifts success, the agent is short of search; if not, of what its network learned.
 A variant is ``NAME`` or ``NAME:KEY=VALUE[,KEY=VALUE...]`` over the ``muzero`` keys that only
-the search reads (``SEARCH_KEYS``); ``NAME`` alone evaluates the run as it trained. Each run is
+the search and the eval acting read (``SEARCH_KEYS``; ``eval_temperature`` sharpens the sampled
+eval policy); ``NAME`` alone evaluates the run as it trained. Each run is
 evaluated as ``omega eval`` does (the config's eval seeds and mode, its episode count unless
 ``--episodes`` sets fewer or more, the moving
 average of the params where the config keeps one) on its newest checkpoint or
@@ -41,7 +42,7 @@ from omega.training.experiment import (
 # The muzero keys that change how the search acts and nothing the network learned.
 SEARCH_KEYS = ("num_simulations", "max_considered_actions", "gumbel_value_scale",
                "gumbel_rescale_values", "gumbel_q_floor", "gumbel_q_stats", "pb_c_init",
-               "pb_c_base")
+               "pb_c_base", "eval_temperature")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:

@@ -518,7 +518,7 @@ _ADDED_LATER: dict[str, tuple[str, ...]] = {
                "policy_gradient_fade_until",
                "gumbel_q_floor", "gumbel_q_stats", "target_update_interval",
                "reanalyze_with_target", "reanalyze_write_back", "diagnostics_interval",
-               "support_step"),
+               "support_step", "eval_temperature"),
     # Not hashed anyway (the distributed section never is); listed to keep that explicit.
     "distributed": ("num_reanalyze_workers",),
 }

@@ -177,6 +177,35 @@ def test_evaluation_search_has_no_exploration_noise(search):
         assert not np.allclose(noisy.search_policy, np.tile(noisy.search_policy[:1], (64, 1)))
 
 
+def test_gumbel_evaluation_samples_the_improved_policy_at_the_eval_temperature():
+    # State 2: both actions pay 2 and the prior prefers action 0, so the improved policy keeps
+    # mass on both; sampled at temperature 1 both are taken, at 0.05 only its argmax (0).
+    roots = jnp.full(64, 2, jnp.int32)
+    root = mctx.RootFnOutput(prior_logits=jnp.tile(jnp.array([[1.0, 0.0]]), (64, 1)),
+                             value=jnp.zeros(64), embedding=roots)
+
+    def run(temperature):
+        return jax.jit(lambda key: mcts.run_search(
+            {}, key, root, hand_recurrent_fn, num_simulations=16, pb_c_init=1.25,
+            pb_c_base=19652, dirichlet_alpha=0.3, dirichlet_fraction=0.25,
+            temperature=temperature, greedy=False, search="gumbel", max_considered_actions=2,
+            explore=0.0))(jax.random.PRNGKey(0))
+
+    soft, sharp = run(1.0), run(0.05)
+    np.testing.assert_allclose(soft.search_policy, sharp.search_policy, rtol=1e-6)
+    assert float(soft.search_policy[0, 0]) > 0.5
+    assert 0 < np.asarray(soft.action).mean() < 0.5
+    np.testing.assert_array_equal(sharp.action, 0)
+
+
+def test_eval_params_carry_the_eval_temperature(bandit_run):
+    agent, state, _, _ = bandit_run
+    sharp = make_muzero_agent(dataclasses.replace(BANDIT, eval_temperature=0.25), TINY, A,
+                              total_env_steps=40 * T * N)
+    assert float(sharp.eval_params(state).temperature) == 0.25
+    assert float(sharp.params(state).temperature) == float(agent.params(state).temperature)
+
+
 def test_eval_params_turn_exploration_off(bandit_run):
     agent, state, _, _ = bandit_run
     assert float(agent.params(state).explore) == 1.0

@@ -199,10 +199,11 @@ class MuZeroAgent:
     def eval_params(self, state: MuZeroState, average: bool = True) -> ActorParams:
         """What evaluation acts with: the moving average of the params when
         ``eval_params_ema`` is on (and ``average``), else the current ones; no exploration
-        noise; when not greedy, actions are sampled from the search policy (visit counts at
-        temperature 1, the improved policy, or pi_bar)."""
+        noise; when not greedy, actions are sampled from the search policy (visit counts, the
+        improved policy, or pi_bar) at ``eval_temperature``."""
         net = self.averaged_params(state) if average else state.params
-        return ActorParams(net=net, temperature=jnp.ones((), jnp.float32),
+        return ActorParams(net=net,
+                           temperature=jnp.asarray(self.cfg.eval_temperature, jnp.float32),
                            explore=jnp.zeros((), jnp.float32))
 
     def averaged_params(self, state: MuZeroState) -> Params:

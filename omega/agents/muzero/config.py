@@ -135,6 +135,12 @@ class MuZeroConfig:
     # learned still jump from step to step, and the eval reads whichever step came last.
     # 0 = off (evaluation uses the current params).
     eval_params_ema: float = dataclasses.field(default=0.0, metadata=_range(0.0, 0.99999))
+    # Sampled evaluation (eval.greedy false) draws actions from the search policy ** (1 / T)
+    # (pUCT: the visit counts; Gumbel: the improved policy; the regularized search samples
+    # pi_bar as it is):
+    # 1 samples the policy itself; towards 0 it approaches its argmax. Training acting is
+    # untouched (pUCT: temperature_schedule; Gumbel: the Gumbel noise).
+    eval_temperature: float = dataclasses.field(default=1.0, metadata=_range(0.01))
     max_grad_norm: float = dataclasses.field(default=5.0, metadata=_range(0.0))
     policy_loss_weight: float = dataclasses.field(default=1.0, metadata=_range(0.0))
     # A bonus for the prior's entropy (root and unrolled steps, weighted like the policy

@@ -242,9 +242,10 @@ def run_search(params: Params, rng: jax.Array, root: mctx.RootFnOutput,
                                          floor=gumbel_q_floor, stats=gumbel_q_stats))
         action, policy = out.action, out.action_weights
         if not greedy:
-            # Without Gumbel noise sequential halving is deterministic: sample the policy.
-            sampled = jax.random.categorical(jax.random.fold_in(rng, 1), jnp.log(policy),
-                                             axis=-1)
+            # Without Gumbel noise sequential halving is deterministic: sample the policy,
+            # sharpened by the temperature (1 in training, where explore > 0 ignores it).
+            sampled = jax.random.categorical(jax.random.fold_in(rng, 1),
+                                             jnp.log(policy) / temperature, axis=-1)
             action = jnp.where(explore > 0, action, sampled)
         action = action.astype(jnp.int32)
     else:
