@@ -20,6 +20,8 @@ Each is a module with a ``main(argv=None)``, run from the repository root as
   often the goal was within the hero's view, per way the episodes ended.
 - ``fights``: in a recorded evaluation, how the agent behaves next to a monster (does it
   attack, how long a contact lasts) and what killed the hero, per way the episodes ended.
+- ``paths``: in a recorded evaluation, how many of the agent's moves left the hero on its
+  cell (a wall, a tree) or took it back to a cell it had stood on, per way the episodes ended.
 - ``monsters``: whether a trained MuZero model sees the danger of a monster next to the hero
   (its value, one-step Q and end probability there, per kind of move) against what followed.
 
