@@ -495,7 +495,8 @@ def test_both_agents_train_on_the_same_task():
 def test_transfer_suite_runs_the_recipes_unchanged_but_for_the_env():
     # The suite asks whether a recipe is tuned to its room: each entry must be the recipe
     # itself (as it ships, whatever it becomes), not a task config that has taken settings
-    # of its own. Only the env id, PPO's HideNSeek crop and the shaped entries' reward differ.
+    # of its own. Only the env id, PPO's HideNSeek crop (not in *_crop9), the shaped entries'
+    # reward and the same-inputs entries' reward and observation keys differ.
     from omega.config import config_to_dict, load_config
     transfer = load_suite(REPO / "configs" / "suites" / "transfer.yaml")
     recipes = {a: config_to_dict(load_config(REPO / "configs" / a / f))
@@ -517,10 +518,14 @@ def test_transfer_suite_runs_the_recipes_unchanged_but_for_the_env():
     for run in transfer.runs:
         expected = without_suite_keys(recipes[run.agent_type])
         expected["env"]["id"] = run.env_id
-        if run.agent_type == "ppo" and "HideNSeek" in run.env_id:
+        same_inputs = run.name.endswith("_same_inputs")
+        if (run.agent_type == "ppo" and "HideNSeek" in run.env_id and not same_inputs
+                and not run.name.endswith("_crop9")):
             expected["env"]["observation"]["crop_size"] = 21
-        if run.name.endswith("_shaped"):
+        if run.name.endswith("_shaped") or same_inputs:
             expected["env"]["reward_shaping"] = recipes["muzero"]["env"]["reward_shaping"]
+        if same_inputs:
+            expected["env"]["observation"]["keys"] = recipes["muzero"]["env"]["observation"]["keys"]
         assert without_suite_keys(run.config) == expected, run.name
     assert {r.budget for r in transfer.runs if r.agent_type == "muzero"} == {300_000}
     assert {r.budget for r in transfer.runs if r.agent_type == "ppo"} == {500_000}
