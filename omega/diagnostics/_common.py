@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -131,3 +132,18 @@ def recorded_eval_parser(name: str, doc: str) -> argparse.ArgumentParser:
                         help="the same evaluation's omega eval --record folder")
     parser.add_argument("--json", type=Path, help="write the summary and every episode here")
     return parser
+
+
+def report(name: str, summarise: Callable[[], dict], print_summary: Callable[[dict], None],
+           json_path: Path | None) -> int:
+    """A diagnostic's end: ``summarise()``, its table printed, the JSON written; a ValueError
+    (a missing or unreadable input) is one line on stderr and exit code 2."""
+    try:
+        out = summarise()
+    except ValueError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    print_summary(out)
+    if json_path:
+        write_json(json_path, out)
+    return 0

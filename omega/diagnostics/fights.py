@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, write_json
+from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, report
 
 HERO_ATTACK = re.compile(r"\bYou (?:hit|miss|kill)\b")
 MONSTER_ATTACK = re.compile(r"\bThe [a-z][a-z -]* (?:bites|hits|misses|just misses|stings|"
@@ -97,13 +97,7 @@ def summarise(eval_json: Path, records: Path) -> dict:
             "killed_by": dict(killers.most_common()), "episodes": episodes}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = recorded_eval_parser("fights", __doc__).parse_args(argv)
-    try:
-        out = summarise(args.eval_json, args.records)
-    except ValueError as e:
-        print(f"fights: {e}", file=sys.stderr)
-        return 2
+def print_summary(out: dict) -> None:
     def share(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
@@ -117,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['hero_attack_messages']:>10} {s['monster_attack_messages']:>13}")
     if out["killed_by"]:
         print("killed by: " + ", ".join(f"{k} {n}" for k, n in out["killed_by"].items()))
-    if args.json:
-        write_json(args.json, out)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = recorded_eval_parser("fights", __doc__).parse_args(argv)
+    return report("fights", lambda: summarise(args.eval_json, args.records), print_summary,
+                  args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, write_json
+from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, report
 
 
 def episode_view(chars: np.ndarray, goal: str = ">", radius: int = 4) -> dict:
@@ -80,20 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.goal) != 1 or args.radius < 0:
         parser.error("--goal is one map character and --radius a count of cells >= 0")
-    try:
-        out = summarise(args.eval_json, args.records, args.goal, args.radius)
-    except ValueError as e:
-        print(f"goal_in_view: {e}", file=sys.stderr)
-        return 2
+    return report("goal_in_view",
+                  lambda: summarise(args.eval_json, args.records, args.goal, args.radius),
+                  print_summary, args.json)
+
+
+def print_summary(out: dict) -> None:
     print(f"{'ending':<12} {'episodes':>8} {'goal in view':>13} {'never seen':>10} {'cells':>6} "
           f"{'top-4 share':>11}")
     for ending, s in out["by_ending"].items():
         print(f"{ending:<12} {s['episodes']:>8} {s['mean_goal_in_view_share']:>13.2f} "
               f"{s['never_in_view']:>10} {s['mean_distinct_cells']:>6.1f} "
               f"{s['mean_top4_share']:>11.2f}")
-    if args.json:
-        write_json(args.json, out)
-    return 0
 
 
 if __name__ == "__main__":

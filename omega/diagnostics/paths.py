@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, write_json
+from omega.diagnostics._common import MAP_ROWS, eval_recordings, recorded_eval_parser, report
 
 
 def hero_cells(chars: np.ndarray) -> list[tuple[int, int] | None]:
@@ -73,14 +73,7 @@ def summarise(eval_json, records) -> dict:
             "episodes": episodes}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = recorded_eval_parser("paths", __doc__).parse_args(argv)
-    try:
-        out = summarise(args.eval_json, args.records)
-    except ValueError as e:
-        print(f"paths: {e}", file=sys.stderr)
-        return 2
-
+def print_summary(out: dict) -> None:
     def share(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
@@ -90,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ending:<12} {s['episodes']:>8} {s['mean_moves']:>7.1f} "
               f"{share(s['stay_rate']):>7} {share(s['revisit_rate']):>10} "
               f"{s['mean_new_cells']:>6.1f}")
-    if args.json:
-        write_json(args.json, out)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = recorded_eval_parser("paths", __doc__).parse_args(argv)
+    return report("paths", lambda: summarise(args.eval_json, args.records), print_summary,
+                  args.json)
 
 
 if __name__ == "__main__":
