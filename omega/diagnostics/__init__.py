@@ -32,4 +32,4 @@ seed and evaluating it through the omega commands.
 
 DIAGNOSTICS = ("model_probe", "river_transitions", "search_accuracy", "reanalyze_targets",
                "memory_diagnosis", "shaped_rewards", "goal_in_view", "fights",
-               "monsters")
+               "monsters", "paths")
