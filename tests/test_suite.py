@@ -545,7 +545,10 @@ def test_a_run_process_gets_sigterm_when_the_suite_dies(tmp_path):
              "from omega.suite.run import _die_with_parent\n"
              "_die_with_parent(int(sys.argv[1]))\n"
              "def on_term(*_):\n"
-             f"    open({str(mark)!r}, 'w').write('yes')\n"
+             # Written then renamed: the test must never read a created but unwritten file.
+             f"    with open({str(mark) + '.tmp'!r}, 'w') as f:\n"
+             "        f.write('yes')\n"
+             f"    os.replace({str(mark) + '.tmp'!r}, {str(mark)!r})\n"
              "    sys.exit(0)\n"
              "signal.signal(signal.SIGTERM, on_term)\n"
              "print('ready', flush=True)\n"
