@@ -14,6 +14,7 @@ from PIL import Image
 
 from omega.cli.main import main
 from omega.training.checkpoint import list_checkpoints
+from omega.viz.ttyrec import read_ttyrec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,11 @@ def make_exp(tmp_path, steps=2048, ckpt=1024):
     exp = tmp_path / "exp"
     assert main(["make", "--config", str(cfg), "--output-dir", str(exp)]) == 0
     return exp
+
+
+def _dated_greeting(screen: str) -> bool:
+    """Whether NetHack's start-up screens carry its greeting of the date (moon, Friday 13th)."""
+    return any(m in screen for m in ("moon tonight", "Friday the 13th"))
 
 
 def read_metrics(exp):
@@ -127,8 +133,14 @@ def test_eval_record_writes_one_playable_recording_per_seed(tmp_path, capsys):
     assert {p.name for p in rec.iterdir()} == {f"seed{s}.ttyrec3.bz2" for s in range(7, 12)}
     for i, seed in enumerate(with_rec["seeds"]):  # each file is its seed's episode
         gif = tmp_path / f"seed{seed}.gif"
-        assert main(["play", "--file", str(rec / f"seed{seed}.ttyrec3.bz2"), "--gif", str(gif)]) == 0
-        assert f"({with_rec['lengths'][i] + 1} frames" in capsys.readouterr().out
+        path = rec / f"seed{seed}.ttyrec3.bz2"
+        assert main(["play", "--file", str(path), "--gif", str(gif)]) == 0
+        # At full and new moon and on Friday the 13th NetHack greets behind a --More-- that
+        # the env answers in reset(): one start-up frame more (omega/viz/ttyrec.py).
+        episode = read_ttyrec(path)
+        start_frames = int(_dated_greeting(episode.text(0) + episode.text(1)))
+        frames = with_rec["lengths"][i] + 1 + start_frames
+        assert f"({frames} frames" in capsys.readouterr().out
     assert main(["play", "--file", str(rec), "--gif", str(tmp_path / "any.gif")]) == 0
     # Recordings are never written over.
     assert main(["eval", "--dir", str(exp), "--episodes", "1", "--record", str(rec)]) == 2
